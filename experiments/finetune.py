@@ -1,0 +1,44 @@
+"""Fine-tune a pretrained encoder on a GLUE task or your own files.
+
+  python experiments/finetune.py --config=experiments/configs/glue.py:sst2 --workdir=DIR
+  python experiments/finetune.py --config=experiments/configs/classify.py \
+      --config.train_file=train.csv --config.eval_file=dev.csv --workdir=DIR
+
+Rerunning a command on the same --workdir resumes it. Mistakes in data, flags or
+folders end with one line naming what to fix (--verbose shows the traceback).
+"""
+
+import json
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (Python).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run's records and checkpoints go.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in input.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    for noisy in ("absl", "jax", "orbax", "tensorflow", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from fmt.errors import UserError
+    from fmt.train.loop import train_and_evaluate
+    try:
+        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except UserError as error:
+        if _VERBOSE.value:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(results, sort_keys=True))
+
+
+if __name__ == "__main__":
+    app.run(main)

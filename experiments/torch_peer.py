@@ -1,0 +1,128 @@
+"""The PyTorch `transformers` peer of finetune.py, for accuracy and speed comparisons.
+
+Same config file and flags, same examples and token ids (fmt's readers and
+tokenization), same hyperparameters: AdamW without decay on biases and
+LayerNorm, linear warmup and decay, global-norm clipping, the checkpoint's
+dropout. What differs is what a PyTorch user would do: a random shuffle and
+dynamic padding per batch. Writes `results.json` to --workdir.
+
+  python experiments/torch_peer.py --config=experiments/configs/glue.py:rte \
+      --config.data_dir=../shared/data/glue --workdir=DIR
+"""
+
+import json
+import logging
+import math
+import pathlib
+import time
+
+import numpy as np
+import torch
+from absl import app, flags
+from ml_collections import config_flags
+
+from fmt import hf, metrics
+from fmt.data import datasets, tokenize
+from fmt.train.optim import warmup_steps
+from fmt.train.writers import write_json_atomic
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _batch(data: tokenize.Encoded, indices, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (dynamic padding)."""
+    length = max(len(data.input_ids[i]) for i in indices)
+    ids = np.full((len(indices), length), pad_id, np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, i in enumerate(indices):
+        n = len(data.input_ids[i])
+        ids[row, :n], types[row, :n], mask[row, :n] = data.input_ids[i], data.token_type_ids[i], 1
+    return dict(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
+                attention_mask=torch.from_numpy(mask))
+
+
+def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regression: bool):
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    predictions = np.zeros(len(data), np.float32 if regression else np.int64)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            logits = model(**_batch(data, indices, data.pad_id)).logits.float().numpy()
+            predictions[indices] = logits[:, 0] if regression else logits.argmax(-1)
+    model.train()
+    return metrics.compute(metric_names, predictions, data.labels)
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    from transformers import AutoModelForSequenceClassification, get_scheduler
+    torch.manual_seed(config.seed)
+    data = datasets.load(config)
+    folder = hf.resolve_folder(config.model)
+    tokenizer = hf.load_tokenizer(folder)
+    encode = lambda records: tokenize.encode(tokenizer, records, data.text_fields,
+                                             config.max_seq_length, data.is_regression)
+    train, evals = encode(data.train), {k: encode(v) for k, v in data.evals.items()}
+    num_labels = 1 if data.is_regression else len(data.label_names)
+    kwargs = {}
+    if config.dropout >= 0:
+        kwargs = dict(hidden_dropout_prob=config.dropout,
+                      attention_probs_dropout_prob=config.dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), num_labels=num_labels,
+        problem_type="regression" if data.is_regression else "single_label_classification",
+        **kwargs)
+    no_decay = lambda name: name.endswith("bias") or "LayerNorm" in name
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
+                                  betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    step, start = 0, time.perf_counter()
+    while step < total:
+        for indices in torch.randperm(len(train), generator=generator).split(config.batch_size):
+            if step == total:
+                break
+            batch = _batch(train, indices.numpy(), train.pad_id)
+            labels = torch.from_numpy(train.labels[indices.numpy()])
+            loss = model(**batch, labels=labels).loss
+            loss.backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % config.log_every_steps == 0:
+                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, loss.item(),
+                             step / (time.perf_counter() - start))
+    results = {"step": step}
+    for i, (split, encoded) in enumerate(evals.items()):
+        values = evaluate(model, encoded, config.eval_batch_size, data.metric_names,
+                          data.is_regression)
+        results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
+    results["train_seconds"] = time.perf_counter() - start
+    write_json_atomic(workdir / "results.json", results)
+    return results
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    workdir = pathlib.Path(_WORKDIR.value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
+
+
+if __name__ == "__main__":
+    app.run(main)

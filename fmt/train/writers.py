@@ -1,0 +1,47 @@
+"""Run records: `metrics.jsonl` (one JSON object per logged step) and TensorBoard."""
+
+import json
+import pathlib
+
+import numpy as np
+
+
+class MetricWriter:
+    """Appends to `workdir/metrics.jsonl` and TensorBoard events; a no-op off process 0."""
+
+    def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from tensorboardX import SummaryWriter
+        self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        values = {k: _plain(v) for k, v in values.items()}
+        self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+        self._jsonl.flush()
+        for name, value in values.items():
+            if isinstance(value, (int, float)):
+                self._tb.add_scalar(name, value, int(step))
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def _plain(value):
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "dtype"):
+        value = np.asarray(value).item()
+    return value
+
+
+def write_json_atomic(path: pathlib.Path, obj) -> None:
+    """Write JSON to a temporary name and rename it, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
