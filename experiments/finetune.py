@@ -40,5 +40,19 @@ def main(argv):
     print(json.dumps(results, sort_keys=True))
 
 
+def parse_flags(argv):
+    """absl's parser, with a bad --config.X (an unknown key, a wrong type) reported
+    in one line instead of the traceback ml_collections raises."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        message = " ".join(str(error).replace("\\'", "").replace("\\n", " ").split())
+        message = message.strip("'")
+        if isinstance(error, AttributeError):  # ml_collections' word for an unknown key
+            message = f"--config has no key {message}"
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -95,6 +95,7 @@ def run(config, workdir: pathlib.Path) -> dict:
                 break
             batch = _batch(train, indices.numpy(), train.pad_id)
             labels = torch.from_numpy(train.labels[indices.numpy()])
+            labels = labels.float() if data.is_regression else labels.long()
             loss = model(**batch, labels=labels).loss
             loss.backward()
             if config.max_grad_norm:
