@@ -28,7 +28,7 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("absl", "jax", "orbax", "tensorflow", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from fmt.errors import UserError
+    from fmt.errors import Preempted, UserError
     from fmt.train.loop import train_and_evaluate
     try:
         results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -37,6 +37,9 @@ def main(argv):
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
     print(json.dumps(results, sort_keys=True))
 
 

@@ -8,3 +8,11 @@ flag, and say how to fix it.
 
 class UserError(Exception):
     """A mistake in input, configuration or files that the user can fix."""
+
+
+class Preempted(Exception):
+    """The run was asked to stop (SIGTERM, SIGINT) and saved a checkpoint first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

@@ -93,16 +93,20 @@ def init_params(module: nn.Module, seed: int) -> dict:
 
 def _label_names_from(hf_config: dict, num_labels: int | None, label_names):
     """Label names for the head: given, else the checkpoint's own if it was trained
-    for classification with as many labels, else LABEL_i. None means regression."""
+    for classification with as many labels, else LABEL_i. None means regression
+    (one output), as `transformers` reads a one-label checkpoint."""
     if num_labels == 1:
         return None
     if label_names is not None:
+        if len(label_names) < 2:
+            raise UserError(f"label_names={tuple(label_names)}: a classifier needs two or "
+                            "more labels; use num_labels=1 for regression")
         return tuple(label_names)
     trained = any(a.endswith("ForSequenceClassification")
                   for a in hf_config.get("architectures") or [])
     id2label = hf_config.get("id2label") or {}
     if trained and num_labels in (None, len(id2label)):
-        if hf_config.get("problem_type") == "regression":
+        if hf_config.get("problem_type") == "regression" or len(id2label) == 1:
             return None
         if id2label:
             return tuple(id2label[k] for k in sorted(id2label, key=int))

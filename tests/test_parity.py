@@ -304,10 +304,21 @@ def test_minilm_base_folder_reports_only_the_new_head(minilm_path, minilm_new_he
 
 # --- 3. round trips through fmt.Model.save_pretrained ----------------------------
 
-def test_round_trip_minilm(minilm_new_head, minilm_tokenizer, tmp_path):
+def test_round_trip_minilm(minilm_path, minilm_new_head, minilm_tokenizer, tmp_path):
+    from safetensors.numpy import load_file
     model = minilm_new_head
     folder = tmp_path / "exported"
     model.save_pretrained(folder)
+
+    # The pretrained weights are written back unchanged, under the task model's names.
+    base = {k: v for k, v in load_file(minilm_path / "model.safetensors").items()
+            if not k.endswith("position_ids")}
+    tensors = load_file(folder / "model.safetensors")
+    assert sorted(tensors) == sorted(
+        [f"bert.{k}" for k in base] + ["classifier.bias", "classifier.weight"])
+    for key, value in base.items():
+        np.testing.assert_array_equal(tensors[f"bert.{key}"], value, err_msg=key)
+    assert tensors["classifier.weight"].shape == (3, 384)
 
     torch_model = hf_load(folder)
     assert type(torch_model).__name__ == "BertForSequenceClassification"
@@ -382,8 +393,6 @@ def test_round_trip_regression(tiny, tmp_path):
     assert max_diff(fmt_logits(reloaded, ids, mask, types), want) < ATOL
 
 
-@pytest.mark.xfail(strict=True, reason="fmt bug: a 1-label checkpoint without problem_type "
-                   "loads as 1-class classification and exports a config transformers rejects")
 def test_one_label_checkpoint_without_problem_type_is_regression(tiny, tmp_path):
     """transformers treats num_labels=1 as regression when problem_type is unset
     (the default of `BertForSequenceClassification(num_labels=1)`, and of STS-B

@@ -24,6 +24,9 @@ def bucket_lengths(max_seq_length: int, lengths: tuple[int, ...] = ()) -> tuple[
 
 
 def _bucket_ids(data: Encoded, buckets: tuple[int, ...]) -> np.ndarray:
+    if len(data) and data.lengths.max() > buckets[-1]:
+        raise ValueError(f"a sequence of {data.lengths.max()} tokens exceeds the longest "
+                         f"bucket {buckets[-1]}; tokenize with max_seq_length <= {buckets[-1]}")
     return np.searchsorted(np.asarray(buckets), data.lengths, side="left")
 
 

@@ -18,6 +18,7 @@ class TaskData:
     metric_names: tuple[str, ...]
     train: list[dict]
     evals: dict[str, list[dict]]  # split name -> records; the first is the main one
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)  # split -> where from
 
     @property
     def is_regression(self) -> bool:
@@ -42,10 +43,14 @@ def _load_glue(config) -> TaskData:
     spec = glue.get_task(config.task)
     if config.data_dir:
         read = lambda split: sources.read_glue_dir(spec, config.data_dir, split)
+        origin = lambda split: f"{config.data_dir}/{spec.glue_dir}/{spec.file_name(split)}"
     else:
         read = lambda split: sources.read_tfds(spec, split, config.tfds_data_dir or None)
+        origin = lambda split: f"TFDS {spec.tfds_name} {split}"
+    splits = ("train", *spec.eval_splits)
     return TaskData(spec.name, spec.text_fields, spec.label_names, spec.metrics,
-                    read("train"), {split: read(split) for split in spec.eval_splits})
+                    read("train"), {split: read(split) for split in spec.eval_splits},
+                    {split: origin(split) for split in splits})
 
 
 def _load_files(config) -> TaskData:
@@ -59,4 +64,5 @@ def _load_files(config) -> TaskData:
                                  label_names=names, regression=config.regression)
     metric_names = ("pearson", "spearman") if config.regression else tuple(config.metrics)
     return TaskData("custom", fields, None if config.regression else names, metric_names,
-                    train, {"validation": evals})
+                    train, {"validation": evals},
+                    {"train": config.train_file, "validation": config.eval_file})

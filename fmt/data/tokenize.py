@@ -28,8 +28,12 @@ class Encoded:
 
 
 def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq_length: int,
-           regression: bool = False, source: str = "data") -> Encoded:
-    """Tokenize one or two text fields per record (a pair when two) and their labels."""
+           regression: bool = False, source: str = "data", allow_empty: bool = False) -> Encoded:
+    """Tokenize one or two text fields per record (a pair when two) and their labels.
+
+    A text with no tokens is an error in a user's file; official GLUE data keeps
+    its few empty texts (`allow_empty`), as TFDS and the GLUE baselines do.
+    """
     if not records:
         raise UserError(f"{source}: no examples to tokenize; check the file or split")
     if len(text_fields) not in (1, 2):
@@ -40,11 +44,17 @@ def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq
     input_ids = [np.asarray(ids, np.int32) for ids in encoding["input_ids"]]
     types = encoding.get("token_type_ids") or [np.zeros_like(ids) for ids in input_ids]
     token_type_ids = [np.asarray(t, np.int32) for t in types]
-    special = len(tokenizer(*[[""] for _ in text_fields])["input_ids"][0])
-    for i, ids in enumerate(input_ids):
-        if len(ids) <= special:
-            raise UserError(f"{source}: example {i + 1} has no tokens left after tokenization "
-                            f"(fields {text_fields}); remove or fix it")
+    if not allow_empty:
+        _check_not_empty(tokenizer, text_fields, columns, source)
     labels = np.asarray([r["label"] for r in records],
                         np.float32 if regression else np.int32)
     return Encoded(input_ids, token_type_ids, labels, tokenizer.pad_token_id or 0)
+
+
+def _check_not_empty(tokenizer, text_fields, columns, source: str) -> None:
+    for field, column in zip(text_fields, columns):
+        pieces = tokenizer(column, add_special_tokens=False)["input_ids"]
+        empty = next((i for i, ids in enumerate(pieces) if not ids), None)
+        if empty is not None:
+            raise UserError(f"{source}: data row {empty + 1} has no tokens in {field!r} after "
+                            "tokenization; remove the row or fix its text")

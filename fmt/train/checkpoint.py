@@ -1,25 +1,81 @@
-"""Orbax checkpoints of the whole train state, kept under `workdir/checkpoints`."""
+"""Orbax checkpoints: the latest train states (`workdir/checkpoints`) and, apart
+from them, the params with the best dev metric (`workdir/best`).
 
+Orbax writes each step into a temporary folder and renames it when complete, so
+a run killed mid-save (or a full disk) leaves the previous step loadable; a
+step that still fails to load is skipped for the one before it, with a warning.
+"""
+
+import logging
 import pathlib
 
 import orbax.checkpoint as ocp
 
+log = logging.getLogger("fmt")
+
 
 class Checkpoints:
     def __init__(self, directory: pathlib.Path, max_to_keep: int):
+        self.directory = directory.absolute()
         self._manager = ocp.CheckpointManager(
-            directory.absolute(),
+            self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state: dict) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state))
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
-    def restore(self, step: int, abstract_state: dict) -> dict:
-        """The state saved at `step`, placed like `abstract_state` (shapes + shardings)."""
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    def restore_latest(self, abstract_state: dict) -> dict | None:
+        """The newest loadable state placed like `abstract_state`, or None."""
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            except Exception as error:  # A damaged step: any error orbax or the disk raises.
+                log.warning("checkpoint %s/%d cannot be loaded (%s: %s); falling back to the "
+                            "one before it", self.directory, step, type(error).__name__,
+                            str(error).splitlines()[0][:200] if str(error) else "")
+        return None
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+class BestParams:
+    """The params of the best evaluation so far, with its step and metric value."""
+
+    def __init__(self, directory: pathlib.Path, metric: str):
+        self.metric = metric
+        self._manager = ocp.CheckpointManager(
+            directory.absolute(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode="max",
+                create=True))
+
+    def best(self) -> tuple[int, float] | None:
+        """(step, value) of the kept evaluation, or None before the first one."""
+        step = self._manager.best_step()
+        if step is None:
+            return None
+        return step, float(self._manager.metrics(step)[self.metric])
+
+    def offer(self, step: int, params: dict, value: float) -> bool:
+        """Keep `params` if `value` beats the best so far; True if it did."""
+        current = self.best()
+        if current is not None and value <= current[1]:
+            return False
+        self._manager.save(step, args=ocp.args.StandardSave(params),
+                           metrics={self.metric: value}, force=True)
+        return True
+
+    def restore(self, abstract_params: dict) -> dict:
+        step = self._manager.best_step()
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_params))
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -42,6 +42,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_epochs = 3.0             # epochs of training (if max_steps == 0)
     c.max_steps = 0                # total train steps; 0 = from num_epochs
     c.seed = 0                     # seeds the head init, dropout and data order
+    c.skip_nonfinite_steps = False  # skip (and count) updates with a NaN/Inf loss or gradient
+                                    # instead of stopping the run
+    c.early_stopping_metric = ""   # dev metric to keep the best model by (and stop on); ""= off
+    c.early_stopping_patience = 0  # stop after N evals without improvement; 0 = never stop
     # Records.
     c.log_every_steps = 50         # write train metrics every N steps
     c.eval_every_steps = 0         # evaluate every N steps; 0 = only at the end

@@ -2,8 +2,12 @@
 
 records -> token ids -> bucketed batches -> jitted train step -> metrics,
 checkpoints, and at the end dev metrics (`results.json`) and the fine-tuned
-model as a Hugging Face folder (`workdir/model`). Rerunning the same command
-on the same workdir resumes from the latest checkpoint.
+model as a Hugging Face folder (`workdir/model`).
+
+Rerunning the same command on the same workdir resumes from the latest
+checkpoint and ends exactly as an uninterrupted run: the data order is a pure
+function of (seed, epoch), dropout of (seed, step), and metric lines written
+after the restored step are dropped and written again.
 """
 
 import logging
@@ -17,10 +21,12 @@ import numpy as np
 
 from fmt import model as model_lib
 from fmt.data import batching, datasets, tokenize
-from fmt.errors import UserError
+from fmt.errors import Preempted, UserError
 from fmt.tasks.classification import ClassificationTask
 from fmt.train import optim, sharding, step as step_lib
-from fmt.train.checkpoint import Checkpoints
+from fmt.train.checkpoint import BestParams, Checkpoints
+from fmt.train.preemption import StopSignals
+from fmt.train.workdir import prepare_workdir, read_results
 from fmt.train.writers import MetricWriter, write_json_atomic
 
 log = logging.getLogger("fmt")
@@ -29,7 +35,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def validate(config) -> None:
     """Reject settings that cannot work, naming the flag."""
-    positive = ("learning_rate", "batch_size", "eval_batch_size", "max_seq_length")
+    positive = ("learning_rate", "batch_size", "eval_batch_size", "max_seq_length",
+                "log_every_steps", "checkpoint_every_steps")
     for name in positive:
         if not config[name] > 0:
             raise UserError(f"--config.{name}={config[name]}: must be positive")
@@ -38,25 +45,15 @@ def validate(config) -> None:
                         "(or set --config.max_steps)")
     if config.dtype not in DTYPES:
         raise UserError(f"--config.dtype={config.dtype!r}: choose one of {sorted(DTYPES)}")
-    for name in ("log_every_steps", "checkpoint_every_steps"):
-        if config[name] <= 0:
-            raise UserError(f"--config.{name}={config[name]}: must be positive")
-
-
-def _prepare_workdir(workdir: str, config) -> pathlib.Path:
-    path = pathlib.Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / "config.json", config.to_dict())
-    except OSError as e:
-        raise UserError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
-    return path
+    if config.early_stopping_patience and not config.early_stopping_metric:
+        raise UserError("--config.early_stopping_patience needs --config.early_stopping_metric")
 
 
 def _encode(model, data: datasets.TaskData, config):
     encode = lambda records, name: tokenize.encode(
         model.tokenizer, records, data.text_fields, config.max_seq_length,
-        regression=data.is_regression, source=f"{data.name} {name}")
+        regression=data.is_regression, source=data.origins.get(name, f"{data.name} {name}"),
+        allow_empty=data.name != "custom")
     return encode(data.train, "train"), {k: encode(v, k) for k, v in data.evals.items()}
 
 
@@ -73,9 +70,26 @@ def evaluate(eval_step, params, data: tokenize.Encoded, task, batch_size: int,
     return task.evaluate(predictions, data.labels), predictions
 
 
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        tree)
+
+
+def _summarize(window: list[dict]) -> dict:
+    values = jax.device_get({k: [m[k] for m in window] for k in window[0]})
+    summary = {k: float(np.mean(v)) for k, v in values.items() if k != "nonfinite"}
+    summary["nonfinite_steps"] = int(np.sum(values["nonfinite"]))
+    return summary
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     validate(config)
-    workdir = _prepare_workdir(workdir, config)
+    workdir = prepare_workdir(workdir, config)
+    finished = read_results(workdir)
+    if finished is not None:
+        log.info("%s already holds a finished run; delete it or pass another --workdir to "
+                 "run again", workdir)
+        return finished
     primary = jax.process_index() == 0
     data = datasets.load(config)
     model = model_lib.from_pretrained(
@@ -84,6 +98,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         dropout=config.dropout if config.dropout >= 0 else None)
     train_data, eval_data = _encode(model, data, config)
     task = ClassificationTask(model.num_labels, data.metric_names)
+    if config.early_stopping_metric and config.early_stopping_metric not in data.metric_names:
+        raise UserError(f"--config.early_stopping_metric={config.early_stopping_metric!r}: "
+                        f"this task reports {data.metric_names}")
 
     buckets = batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
     batch_size = config.batch_size
@@ -103,72 +120,129 @@ def train_and_evaluate(config, workdir: str) -> dict:
     put_batch = sharding.batch_putter(mesh)
 
     checkpoints = Checkpoints(workdir / "checkpoints", config.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        state = checkpoints.restore(latest, jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
-        log.info("resumed from the checkpoint at step %d in %s", latest, workdir)
+    restored = checkpoints.restore_latest(_abstract(state))
+    if restored is not None:
+        state = restored
+        log.info("resumed from the checkpoint at step %d in %s", int(state["step"]), workdir)
+    step = int(state["step"])
+    best = BestParams(workdir / "best", config.early_stopping_metric) \
+        if config.early_stopping_metric else None
 
     train_step = jax.jit(
         step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2),
         in_shardings=(state_sharding, None), out_shardings=(state_sharding, None),
         donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model.module))
-    run_eval = lambda params: {
-        split: evaluate(eval_step, params, encoded, task, config.eval_batch_size, buckets,
-                        put_batch)[0]
-        for split, encoded in eval_data.items()}
 
-    writer = MetricWriter(workdir, enabled=primary)
-    progress = _progress(config, total_steps, int(state["step"]), primary)
-    step = int(state["step"])
+    def run_eval(params) -> dict:
+        return {split: evaluate(eval_step, params, encoded, task, config.eval_batch_size,
+                                buckets, put_batch)[0]
+                for split, encoded in eval_data.items()}
+
+    def check_finite(window: list[dict]) -> None:
+        bad = [i for i, flag in enumerate(jax.device_get([m["nonfinite"] for m in window]))
+               if flag]
+        if bad and not config.skip_nonfinite_steps:
+            first = step - len(window) + bad[0] + 1
+            checkpoints.wait()
+            kept = checkpoints.latest_step()
+            raise UserError(
+                f"step {first}: the loss or gradient norm is not finite; the update was not "
+                f"applied and the run stopped (last checkpoint: step {kept} in "
+                f"{checkpoints.directory}); lower --config.learning_rate or set "
+                "--config.skip_nonfinite_steps=true")
+
+    writer = MetricWriter(workdir, enabled=primary, resume_step=step)
+    progress = _progress(config, total_steps, step, primary)
     plans: dict[int, batching.Plan] = {}
     window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
+    last_eval = None  # (step, results) of the latest evaluation
     try:
-        while step < total_steps:
-            epoch, index = divmod(step, steps_per_epoch)
-            if epoch not in plans:
-                plans = {epoch: batching.train_plan(train_data, batch_size, buckets,
-                                                    config.seed, epoch)}
-            indices, length = plans[epoch][index]
-            batch = batching.make_batch(train_data, indices, length, batch_size)
-            examples += len(indices)
-            tokens += float(batch["attention_mask"].sum())
-            state, metrics = train_step(state, put_batch(batch))
-            window.append(metrics)
-            step += 1
-            progress.update(1)
-            if step % config.log_every_steps == 0 or step == total_steps:
-                summary = {k: float(np.mean(v)) for k, v in
-                           jax.device_get({k: [m[k] for m in window] for k in window[0]}).items()}
-                if not all(np.isfinite(v) for v in summary.values()):
-                    raise UserError(f"step {step}: the loss or gradient norm is not finite "
-                                    f"({summary}); lower --config.learning_rate")
-                seconds = time.perf_counter() - window_start
-                summary.update(epoch=step / steps_per_epoch, examples_per_s=examples / seconds,
-                               tokens_per_s=tokens / seconds)
-                writer.write(step, summary)
-                progress.set_postfix(loss=f"{summary['train_loss']:.4f}",
-                                     ex_s=f"{summary['examples_per_s']:.0f}")
-                window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
-            if config.eval_every_steps and step % config.eval_every_steps == 0 \
-                    and step != total_steps:
-                writer.write(step, _flatten(run_eval(state["params"]), prefix="eval_"))
-            if step % config.checkpoint_every_steps == 0 or step == total_steps:
-                checkpoints.save(step, state)
+        with StopSignals() as signals:
+            while step < total_steps:
+                epoch, index = divmod(step, steps_per_epoch)
+                if epoch not in plans:
+                    plans = {epoch: batching.train_plan(train_data, batch_size, buckets,
+                                                        config.seed, epoch)}
+                indices, length = plans[epoch][index]
+                batch = batching.make_batch(train_data, indices, length, batch_size)
+                examples += len(indices)
+                tokens += float(batch["attention_mask"].sum())
+                state, metrics = train_step(state, put_batch(batch))
+                window.append(metrics)
+                step += 1
+                progress.update(1)
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    check_finite(window)
+                    summary = _summarize(window)
+                    seconds = time.perf_counter() - window_start
+                    summary.update(epoch=step / steps_per_epoch,
+                                   examples_per_s=examples / seconds,
+                                   tokens_per_s=tokens / seconds)
+                    writer.write(step, summary)
+                    progress.set_postfix(loss=f"{summary['train_loss']:.4f}",
+                                         ex_s=f"{summary['examples_per_s']:.0f}")
+                    window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
+                stop_early = False
+                if (config.eval_every_steps and step % config.eval_every_steps == 0) \
+                        or step == total_steps:
+                    last_eval = (step, run_eval(state["params"]))
+                    writer.write(step, _flatten(last_eval[1], prefix="eval_"))
+                    stop_early = _offer_best(best, config, step, state["params"], last_eval[1])
+                if signals.requested or stop_early or step % config.checkpoint_every_steps == 0 \
+                        or step == total_steps:
+                    check_finite(window)
+                    checkpoints.save(step, state)
+                if signals.requested:
+                    checkpoints.wait()
+                    raise Preempted(f"{signals.requested.name} at step {step}: saved a checkpoint "
+                                    f"in {checkpoints.directory}; rerun the same command to "
+                                    "resume", signals.requested.value)
+                if stop_early:
+                    break
         progress.close()
-        results = run_eval(state["params"])
-        writer.write(step, _flatten(results, prefix="eval_"))
-        final = {"step": step, **_flatten(results)}
-        if primary:
-            write_json_atomic(workdir / "results.json", final)
-            if config.export_model:
-                model.params = jax.device_get(state["params"])
-                model.save_pretrained(workdir / "model")
-        return final
+        return _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step)
     finally:
         checkpoints.close()
+        if best is not None:
+            best.close()
         writer.close()
+
+
+def _offer_best(best, config, step: int, params, results: dict) -> bool:
+    """Keep the params if this evaluation is the best; True when patience has run out."""
+    if best is None:
+        return False
+    value = next(iter(results.values()))[config.early_stopping_metric]
+    if best.offer(step, params, value) or not config.early_stopping_patience:
+        return False
+    best_step = best.best()[0]
+    evals_since = (step - best_step) // max(config.eval_every_steps, 1)
+    if evals_since >= config.early_stopping_patience:
+        log.info("early stopping at step %d: %s has not improved on step %d for %d evaluations",
+                 step, config.early_stopping_metric, best_step, evals_since)
+        return True
+    return False
+
+
+def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step) -> dict:
+    """Write results.json and the exported model: the best params when they are kept."""
+    if last_eval is None:  # Resumed from the final checkpoint: its eval line is written.
+        last_eval = (step, run_eval(state["params"]))
+    params, results, result_step = state["params"], last_eval[1], step
+    if best is not None and best.best() is not None:
+        result_step = best.best()[0]
+        params = best.restore(_abstract(state["params"]))
+        results = run_eval(params) if result_step != last_eval[0] else last_eval[1]
+    final = {"step": result_step, **_flatten(results)}
+    if result_step != step:
+        final["last_step"] = step
+    if primary:
+        if config.export_model:
+            model.params = jax.device_get(params)
+            model.save_pretrained(workdir / "model")
+        write_json_atomic(workdir / "results.json", final)
+    return final
 
 
 def _flatten(results: dict[str, dict], prefix: str = "") -> dict:
@@ -184,5 +258,3 @@ def _progress(config, total: int, initial: int, primary: bool):
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                 disable=not (config.progress_bar and primary))
-
-

@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules from the run config (optax)."""
 
+import math
+
 import jax
 import optax
 
@@ -19,7 +21,7 @@ def decay_mask(params):
 def warmup_steps(config, total_steps: int) -> int:
     if config.warmup_steps:
         return int(config.warmup_steps)
-    return int(round(config.warmup_ratio * total_steps))
+    return math.ceil(config.warmup_ratio * total_steps)  # as transformers' Trainer
 
 
 def schedule(config, total_steps: int) -> optax.Schedule:

@@ -27,6 +27,11 @@ def penalty(params, l1: float, l2: float) -> jax.Array:
 
 def make_train_step(module, task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0):
+    """A step that skips the update when the loss or a gradient is not finite.
+
+    Such a step leaves params and optimizer state as they were and reports
+    `nonfinite = 1`; the loop then stops the run or, if asked, goes on.
+    """
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         dropout_rng = jax.random.fold_in(state["rng"], state["step"])
 
@@ -42,12 +47,19 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
         (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep_if_finite = lambda new, old: jax.tree.map(
+            lambda n, o: jnp.where(finite, n, o), new, old)
+        params = keep_if_finite(params, state["params"])
+        opt_state = keep_if_finite(opt_state, state["opt_state"])
         metrics = {
             "train_loss": loss,
             "learning_rate": schedule(state["step"]),
-            "l2_grads": optax.global_norm(grads),
-            "l2_updates": optax.global_norm(updates),
-            "l2_params": optax.global_norm(params),
+            "l2_grads": grad_norm,
+            "l2_updates": optax.tree.norm(updates),
+            "l2_params": optax.tree.norm(params),
+            "nonfinite": 1 - finite.astype(jnp.int32),
         }
         new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1,
                          rng=state["rng"])

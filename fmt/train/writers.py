@@ -9,12 +9,21 @@ import numpy as np
 class MetricWriter:
     """Appends to `workdir/metrics.jsonl` and TensorBoard events; a no-op off process 0."""
 
-    def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+    def __init__(self, workdir: pathlib.Path, enabled: bool = True, resume_step: int = 0):
+        """`resume_step`: lines logged after it came from a run that died before its
+        next checkpoint; they are dropped, and the resumed run writes them again."""
         self.enabled = enabled
         if not enabled:
             return
         from tensorboardX import SummaryWriter
-        self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+        path = workdir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if line.endswith("\n") and json.loads(line)["step"] <= resume_step]
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(path)
+        self._jsonl = open(path, "a", encoding="utf-8")
         self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
     def write(self, step: int, values: dict) -> None:
