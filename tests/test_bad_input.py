@@ -56,7 +56,8 @@ GLUE_CASES = {
     "empty_split": (lambda d: (d / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n"),
                     "dev.tsv"),
     "non_utf8": (lambda d: (d / "train.tsv").write_bytes(
-        (d / "train.tsv").read_bytes().replace(b"The", b"Th\xe9", 1)), "train.tsv:2"),
+        (d / "train.tsv").read_bytes().replace(b"\n", b"\xe9\n", 2).replace(b"\xe9", b"", 1)),
+        "train.tsv:2"),
 }
 
 
@@ -87,7 +88,8 @@ def test_model_folder_without_config_or_weights(rte, tmp_path, tiny_model):
     assert str(no_weights) in line and "no weights" in line
     no_config = tmp_path / "no-config"
     no_config.mkdir()
-    line = error_line(run_finetune(*rte_args(tmp_path, rte, no_config), check=False))
+    line = error_line(run_finetune(*rte_args(tmp_path, rte, no_config),
+                                   f"--workdir={tmp_path / 'run2'}", check=False))
     assert str(no_config) in line and "config.json" in line
 
 
@@ -106,13 +108,13 @@ def test_checkpoint_head_with_other_number_of_labels(rte, tmp_path, tiny_model):
     ("--config.batch_size=0", "--config.batch_size=0"),
     ("--config.batch_size=-8", "--config.batch_size=-8"),
     ("--config.num_epochs=0", "--config.num_epochs=0"),
-    ("--config.max_steps=0", "--config.num_epochs"),
+    ("--config.num_epochs=-1", "--config.num_epochs=-1"),
     ("--config.learning_rate=fast", "--config.learning_rate=fast"),
 ])
 def test_bad_flags(flag, expected, rte, tmp_path, tiny_model):
     args = rte_args(tmp_path, rte, tiny_model, flag)
-    if flag == "--config.max_steps=0":
-        args.append("--config.num_epochs=-1")
+    if "num_epochs" in flag:
+        args.append("--config.max_steps=0")  # epochs count only without max_steps
     assert expected in error_line(run_finetune(*args, check=False))
 
 

@@ -43,7 +43,7 @@ def last_step(workdir: pathlib.Path) -> int:
 def start_and_wait(args, workdir, devices, until_step: int) -> subprocess.Popen:
     process = subprocess.Popen(finetune_command(*args), cwd=ROOT, env=device_env(devices),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while last_step(workdir) < until_step and process.poll() is None:
         assert time.time() < deadline, "the run never reached the step"
         time.sleep(0.02)
