@@ -10,6 +10,7 @@ folders end with one line naming what to fix (--verbose shows the traceback).
 
 import json
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -19,6 +20,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (Pyth
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run's records and checkpoints go.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in input.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run; left out, "
+    "JAX detects TPU pod slices, SLURM, Open MPI and Kubernetes itself.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+# Environment variables through which JAX's cluster auto-detection finds its peers.
+_CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                "JOBSET_NAME")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,6 +37,10 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("absl", "jax", "orbax", "tensorflow", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    start_distributed()
+    import jax
+    if jax.process_index() != 0:
+        logging.getLogger("fmt").setLevel(logging.WARNING)
     from fmt.errors import Preempted, UserError
     from fmt.train.loop import train_and_evaluate
     try:
@@ -40,7 +53,23 @@ def main(argv):
     except Preempted as stop:
         print(f"stopped: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    print(json.dumps(results, sort_keys=True))
+    if jax.process_index() == 0:
+        print(json.dumps(results, sort_keys=True))
+
+
+def start_distributed() -> None:
+    """Join a multi-process run through JAX's own runtime (`jax.distributed`)."""
+    import jax
+    explicit = _COORDINATOR.value is not None
+    if not explicit and not any(os.environ.get(k) for k in _CLUSTER_ENV):
+        return
+    # CPU processes reach each other through gloo (one mesh over 127.0.0.1); the
+    # setting touches nothing on GPU or TPU, and must precede any backend start.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    else:
+        jax.distributed.initialize()
 
 
 def parse_flags(argv):

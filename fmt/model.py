@@ -38,6 +38,10 @@ class Model:
         return 1 if self.label_names is None else len(self.label_names)
 
     @property
+    def logical_specs(self) -> dict:
+        return logical_specs(self.module)
+
+    @property
     def family(self):
         return FAMILIES[self.config.model_type][0]
 
@@ -84,11 +88,19 @@ def build(config, num_labels: int, dtype=jnp.float32, param_dtype=jnp.float32):
     return SequenceClassifier(encoder=encoder, head=head)
 
 
+def _init(module: nn.Module, seed: int):
+    ids = jnp.zeros((1, 8), jnp.int32)
+    return module.init(jax.random.key(seed), ids, ids, ids)["params"]
+
+
 def init_params(module: nn.Module, seed: int) -> dict:
     """Fresh params (unboxed from their logical-axis annotations) on the host."""
-    ids = jnp.zeros((1, 8), jnp.int32)
-    variables = jax.jit(module.init)(jax.random.key(seed), ids, ids, ids)
-    return jax.device_get(nn.unbox(variables["params"]))
+    return jax.device_get(nn.unbox(jax.jit(_init, static_argnums=(0, 1))(module, seed)))
+
+
+def logical_specs(module: nn.Module) -> dict:
+    """Each param's logical axis names (a PartitionSpec of names like "embed")."""
+    return nn.get_partition_spec(jax.eval_shape(functools.partial(_init, module, 0)))
 
 
 def _label_names_from(hf_config: dict, num_labels: int | None, label_names):

@@ -62,19 +62,28 @@ def eval_plan(data: Encoded, batch_size: int, buckets: tuple[int, ...]) -> Plan:
             for i in range(0, len(order), batch_size)]
 
 
-def make_batch(data: Encoded, indices: np.ndarray, length: int, batch_size: int) -> Batch:
-    """Pad `indices` to `[batch_size, length]` arrays; filler rows get weight 0."""
-    input_ids = np.full((batch_size, length), data.pad_id, np.int32)
-    token_type_ids = np.zeros((batch_size, length), np.int32)
-    attention_mask = np.zeros((batch_size, length), np.int32)
-    labels = np.zeros((batch_size,), data.labels.dtype)
-    weights = np.zeros((batch_size,), np.float32)
-    for row, i in enumerate(indices):
+def make_batch(data: Encoded, indices: np.ndarray, length: int, batch_size: int,
+               rows: np.ndarray | None = None) -> Batch:
+    """Pad `indices` to `[batch_size, length]` arrays; filler rows get weight 0.
+
+    `rows` selects the rows of that batch to build (a process builds only the
+    rows its devices hold); all of them by default.
+    """
+    rows = np.arange(batch_size) if rows is None else np.asarray(rows)
+    input_ids = np.full((len(rows), length), data.pad_id, np.int32)
+    token_type_ids = np.zeros((len(rows), length), np.int32)
+    attention_mask = np.zeros((len(rows), length), np.int32)
+    labels = np.zeros((len(rows),), data.labels.dtype)
+    weights = np.zeros((len(rows),), np.float32)
+    for out, row in enumerate(rows):
+        if row >= len(indices):
+            continue
+        i = indices[row]
         n = len(data.input_ids[i])
-        input_ids[row, :n] = data.input_ids[i]
-        token_type_ids[row, :n] = data.token_type_ids[i]
-        attention_mask[row, :n] = 1
-    labels[:len(indices)] = data.labels[indices]
-    weights[:len(indices)] = 1.0
+        input_ids[out, :n] = data.input_ids[i]
+        token_type_ids[out, :n] = data.token_type_ids[i]
+        attention_mask[out, :n] = 1
+        labels[out] = data.labels[i]
+        weights[out] = 1.0
     return dict(input_ids=input_ids, attention_mask=attention_mask,
                 token_type_ids=token_type_ids, labels=labels, weights=weights)

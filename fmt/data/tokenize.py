@@ -5,6 +5,7 @@ to a bucket length. Pairs are truncated longest-first, as `transformers` does.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    @property
+    @functools.cached_property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.input_ids), np.int32, len(self.input_ids))
 

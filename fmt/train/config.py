@@ -38,6 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9               # SGD and RMSprop momentum; 0 = none
     c.max_grad_norm = 1.0          # global-norm gradient clipping; 0 = off
     c.batch_size = 32              # global batch size (over all devices and hosts)
+    c.grad_accum_steps = 1         # split each batch into N microbatches, one update
+    c.mesh = "data=-1,fsdp=1,tensor=1"  # device mesh; -1 takes the devices left over
     c.eval_batch_size = 64         # global batch size for evaluation
     c.num_epochs = 3.0             # epochs of training (if max_steps == 0)
     c.max_steps = 0                # total train steps; 0 = from num_epochs

@@ -57,16 +57,15 @@ def _encode(model, data: datasets.TaskData, config):
     return encode(data.train, "train"), {k: encode(v, k) for k, v in data.evals.items()}
 
 
-def evaluate(eval_step, params, data: tokenize.Encoded, task, batch_size: int,
-             buckets: tuple[int, ...], put_batch) -> tuple[dict, np.ndarray]:
+def evaluate(eval_step, params, data: tokenize.Encoded, task, feed: sharding.BatchFeeder,
+             buckets: tuple[int, ...]) -> tuple[dict, np.ndarray]:
     """Metrics over every example, and the predictions in the data's order."""
     outputs = []
-    for indices, length in batching.eval_plan(data, batch_size, buckets):
-        batch = batching.make_batch(data, indices, length, batch_size)
-        outputs.append((indices, eval_step(params, put_batch(batch))))
+    for indices, length in batching.eval_plan(data, feed.batch_size, buckets):
+        outputs.append((indices, eval_step(params, feed(data, indices, length))))
     predictions = np.zeros(len(data), np.float32 if task.is_regression else np.int64)
     for indices, logits in outputs:
-        predictions[indices] = task.predict(jax.device_get(logits)[:len(indices)])
+        predictions[indices] = task.predict(sharding.to_host(logits)[:len(indices)])
     return task.evaluate(predictions, data.labels), predictions
 
 
@@ -76,7 +75,7 @@ def _abstract(tree):
 
 
 def _summarize(window: list[dict]) -> dict:
-    values = jax.device_get({k: [m[k] for m in window] for k in window[0]})
+    values = sharding.to_host({k: [m[k] for m in window] for k in window[0]})
     summary = {k: float(np.mean(v)) for k, v in values.items() if k != "nonfinite"}
     summary["nonfinite_steps"] = int(np.sum(values["nonfinite"]))
     return summary
@@ -111,13 +110,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
              {k: len(v) for k, v in eval_data.items()}, total_steps, steps_per_epoch,
              batch_size, buckets)
 
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(mesh, batch_size, "batch_size")
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(mesh, batch_size, "batch_size", config.grad_accum_steps)
     sharding.check_batch_size(mesh, config.eval_batch_size, "eval_batch_size")
     optimizer, schedule = optim.make_optimizer(config, total_steps)
-    state = sharding.create_state(mesh, model.params, optimizer, config.seed)
-    state_sharding = jax.tree.map(lambda x: x.sharding, state)
-    put_batch = sharding.batch_putter(mesh)
+    state_sharding = sharding.state_shardings(mesh, model.params, model.logical_specs,
+                                              optimizer)
+    state = sharding.create_state(state_sharding, model.params, optimizer, config.seed)
+    replicated = sharding.NamedSharding(mesh, sharding.P())
+    train_feed = sharding.BatchFeeder(mesh, batch_size)
+    eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
 
     checkpoints = Checkpoints(workdir / "checkpoints", config.keep_checkpoints)
     restored = checkpoints.restore_latest(_abstract(state))
@@ -129,18 +131,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if config.early_stopping_metric else None
 
     train_step = jax.jit(
-        step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2),
-        in_shardings=(state_sharding, None), out_shardings=(state_sharding, None),
-        donate_argnums=0)
-    eval_step = jax.jit(step_lib.make_eval_step(model.module))
+        step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2,
+                                 config.grad_accum_steps),
+        in_shardings=(state_sharding, train_feed.sharding),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_step = jax.jit(step_lib.make_eval_step(model.module),
+                        in_shardings=(state_sharding["params"], eval_feed.sharding),
+                        out_shardings=replicated)
 
     def run_eval(params) -> dict:
-        return {split: evaluate(eval_step, params, encoded, task, config.eval_batch_size,
-                                buckets, put_batch)[0]
+        return {split: evaluate(eval_step, params, encoded, task, eval_feed, buckets)[0]
                 for split, encoded in eval_data.items()}
 
     def check_finite(window: list[dict]) -> None:
-        bad = [i for i, flag in enumerate(jax.device_get([m["nonfinite"] for m in window]))
+        bad = [i for i, flag in enumerate(sharding.to_host([m["nonfinite"] for m in window]))
                if flag]
         if bad and not config.skip_nonfinite_steps:
             first = step - len(window) + bad[0] + 1
@@ -165,10 +169,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     plans = {epoch: batching.train_plan(train_data, batch_size, buckets,
                                                         config.seed, epoch)}
                 indices, length = plans[epoch][index]
-                batch = batching.make_batch(train_data, indices, length, batch_size)
                 examples += len(indices)
-                tokens += float(batch["attention_mask"].sum())
-                state, metrics = train_step(state, put_batch(batch))
+                tokens += float(train_data.lengths[indices].sum())
+                state, metrics = train_step(state, train_feed(train_data, indices, length))
                 window.append(metrics)
                 step += 1
                 progress.update(1)
@@ -176,7 +179,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     check_finite(window)
                     summary = _summarize(window)
                     seconds = time.perf_counter() - window_start
-                    summary.update(epoch=step / steps_per_epoch,
+                    summary.update(compilations=train_step._cache_size(),
+                                   epoch=step / steps_per_epoch,
                                    examples_per_s=examples / seconds,
                                    tokens_per_s=tokens / seconds)
                     writer.write(step, summary)
@@ -237,9 +241,10 @@ def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, s
     final = {"step": result_step, **_flatten(results)}
     if result_step != step:
         final["last_step"] = step
+    params = sharding.gather_to_host(params)  # every process joins the gather
     if primary:
         if config.export_model:
-            model.params = jax.device_get(params)
+            model.params = params
             model.save_pretrained(workdir / "model")
         write_json_atomic(workdir / "results.json", final)
     return final

@@ -1,40 +1,156 @@
-"""The device mesh and where the train state and batches live on it.
+"""The device mesh, and where the train state and batches live on it.
 
-Today every process's devices form one `data` axis: params and optimizer state
-are replicated, batches are split along their first dimension.
+Three mesh axes: `data` (batch split, params replicated), `fsdp` (batch split,
+params and optimizer state split by their `embed` dimension) and `tensor`
+(heads, MLP and vocabulary dimensions split). Params carry logical axis names
+(fmt.models.layers); `LOGICAL_RULES` maps those names to mesh axes, and a
+dimension that a mesh axis does not divide stays whole.
 """
 
 import jax
 import numpy as np
+import optax
+from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fmt.data import batching
 from fmt.errors import UserError
 
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the batch is split over both
+LOGICAL_RULES = (
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("embed_out", None),
+)
 
-def make_mesh() -> Mesh:
-    return Mesh(np.asarray(jax.devices()), ("data",))
+
+def parse_mesh(spec: str, num_devices: int) -> dict[str, int]:
+    """`data=-1,fsdp=2,tensor=1` -> axis sizes; -1 takes the devices left over."""
+    sizes = {axis: 1 for axis in MESH_AXES}
+    flag = f"--config.mesh={spec}"
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        if name not in MESH_AXES or not value.lstrip("-").isdigit():
+            raise UserError(f"{flag}: expected axis=size with axes {MESH_AXES}, got {part!r}")
+        sizes[name] = int(value)
+    rest = [axis for axis, size in sizes.items() if size == -1]
+    fixed = int(np.prod([size for size in sizes.values() if size != -1]))
+    if len(rest) > 1 or any(size == 0 or size < -1 for size in sizes.values()):
+        raise UserError(f"{flag}: sizes must be positive, with at most one -1")
+    if rest:
+        if num_devices % fixed:
+            raise UserError(f"{flag}: {num_devices} devices cannot be split by {fixed}")
+        sizes[rest[0]] = num_devices // fixed
+    if int(np.prod(list(sizes.values()))) != num_devices:
+        raise UserError(f"{flag}: the axes multiply to {int(np.prod(list(sizes.values())))} "
+                        f"but there are {num_devices} devices")
+    return sizes
 
 
-def check_batch_size(mesh: Mesh, batch_size: int, flag: str) -> None:
-    devices = mesh.shape["data"]
+def make_mesh(spec: str = "data=-1") -> Mesh:
+    sizes = parse_mesh(spec, jax.device_count())
+    # Auto axes: XLA's partitioner places activations; only params and batches
+    # are pinned.
+    return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES,
+                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def batch_devices(mesh: Mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_batch_size(mesh: Mesh, batch_size: int, flag: str, accum_steps: int = 1) -> None:
+    """Every microbatch must split evenly over the data-parallel devices."""
+    devices = batch_devices(mesh)
     if batch_size % devices:
         raise UserError(f"--config.{flag}={batch_size} is not divisible by the {devices} "
                         "data-parallel devices; pick a multiple")
+    if accum_steps < 1 or batch_size % (devices * accum_steps):
+        raise UserError(f"--config.grad_accum_steps={accum_steps}: --config.{flag}="
+                        f"{batch_size} must split into that many microbatches of a multiple "
+                        f"of the {devices} data-parallel devices")
 
 
-def create_state(mesh: Mesh, params: dict, optimizer, seed: int) -> dict:
-    """The train state, created directly on the mesh (never first on one device)."""
+def _fit(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """Drop mesh axes from dimensions they do not divide (and from missing dims)."""
+    fitted = []
+    for dim, axes in enumerate(tuple(spec)[:len(shape)]):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+        fitted.append(axes if names and shape[dim] % size == 0 else None)
+    return P(*fitted)
+
+
+def param_shardings(mesh: Mesh, logical_specs, shapes):
+    """NamedShardings for params from their logical axis names."""
+    mesh_specs = jax.tree.map(lambda s: nn.logical_to_mesh_axes(s, LOGICAL_RULES),
+                              logical_specs, is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(lambda spec, x: NamedSharding(mesh, _fit(spec, x.shape, mesh)),
+                        mesh_specs, shapes, is_leaf=lambda x: isinstance(x, P))
+
+
+def state_shardings(mesh: Mesh, params, logical_specs, optimizer) -> dict:
+    """Shardings of the whole train state: the optimizer's per-param leaves follow
+    their param; everything else (step counts, rng, factored moments) is replicated."""
     replicated = NamedSharding(mesh, P())
+    params_sh = param_shardings(mesh, logical_specs, params)
+    opt_shapes = jax.eval_shape(optimizer.init, params)
+    opt_sh = optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_shapes,
+                                   params_sh, transform_non_params=lambda _: replicated)
+    opt_sh = jax.tree.map(
+        lambda sh, x: replicated if len(sh.spec) > len(x.shape)
+        else NamedSharding(mesh, _fit(sh.spec, x.shape, mesh)), opt_sh, opt_shapes)
+    return dict(params=params_sh, opt_state=opt_sh, step=replicated, rng=replicated)
 
+
+def create_state(shardings: dict, params: dict, optimizer, seed: int) -> dict:
+    """The train state, created directly sharded (never whole on one device)."""
     def init(params):
         return dict(params=params, opt_state=optimizer.init(params),
                     step=jax.numpy.zeros((), jax.numpy.int32),
                     rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
-    return jax.jit(init, out_shardings=replicated)(params)
+    return jax.jit(init, in_shardings=(shardings["params"],), out_shardings=shardings)(params)
 
 
-def batch_putter(mesh: Mesh):
-    """A function placing a host batch on the mesh, split along the batch axis."""
-    split = NamedSharding(mesh, P("data"))
-    return lambda batch: jax.device_put(batch, split)
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def local_rows(mesh: Mesh, batch_size: int) -> np.ndarray:
+    """The rows of a global batch that this process's devices hold."""
+    indices = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+    return np.unique(np.concatenate([np.arange(batch_size)[i[0]] for i in indices.values()]))
+
+
+class BatchFeeder:
+    """Builds this process's rows of each global batch, and only those, and
+    places them on the mesh as one global array split over `data` x `fsdp`."""
+
+    def __init__(self, mesh: Mesh, batch_size: int):
+        self.batch_size = batch_size
+        self.sharding = batch_sharding(mesh)
+        self.rows = local_rows(mesh, batch_size)
+
+    def __call__(self, data, indices: np.ndarray, length: int) -> dict:
+        local = batching.make_batch(data, indices, length, self.batch_size, rows=self.rows)
+        return {k: jax.make_array_from_process_local_data(
+                    self.sharding, v, (self.batch_size,) + v.shape[1:])
+                for k, v in local.items()}
+
+
+def to_host(tree):
+    """Numpy copies of (replicated or fully addressable) arrays, on any process."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if x.is_fully_replicated
+                        else np.asarray(jax.device_get(x)), tree)
+
+
+def gather_to_host(tree):
+    """Whole numpy arrays on every process, however they are sharded."""
+    from jax.experimental import multihost_utils
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)

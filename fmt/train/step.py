@@ -25,43 +25,66 @@ def penalty(params, l1: float, l2: float) -> jax.Array:
     return total
 
 
+def _microbatches(batch: dict, count: int) -> dict:
+    """[batch, ...] -> [count, batch // count, ...], microbatch i holding rows
+    i, i + count, ...: strided, so each one is spread over all the devices."""
+    return jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
 def make_train_step(module, task, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0):
-    """A step that skips the update when the loss or a gradient is not finite.
+                    schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0,
+                    grad_accum_steps: int = 1):
+    """One optimizer update over a batch, whose gradient is accumulated over
+    `grad_accum_steps` microbatches: the same update as the whole batch at once,
+    since the loss is the weighted sum over all rows divided by their weight.
 
-    Such a step leaves params and optimizer state as they were and reports
-    `nonfinite = 1`; the loop then stops the run or, if asked, goes on.
+    A step whose loss or gradient is not finite leaves params and optimizer
+    state as they were and reports `nonfinite = 1`; the loop then stops the run
+    or, if asked, goes on.
     """
+    def summed_loss(params, batch, rng):
+        logits = module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                              batch["token_type_ids"], deterministic=False,
+                              rngs={"dropout": rng})
+        return (task.loss(logits, batch["labels"]) * batch["weights"]).sum()
+
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
-        dropout_rng = jax.random.fold_in(state["rng"], state["step"])
+        params = state["params"]
+        step_rng = jax.random.fold_in(state["rng"], state["step"])
 
-        def loss_fn(params):
-            logits = module.apply({"params": params}, batch["input_ids"],
-                                  batch["attention_mask"], batch["token_type_ids"],
-                                  deterministic=False, rngs={"dropout": dropout_rng})
-            weights = batch["weights"]
-            loss = (task.loss(logits, batch["labels"]) * weights).sum() / jnp.maximum(
-                weights.sum(), 1.0)
-            return loss + penalty(params, l1, l2), loss
+        def accumulate(carry, micro):
+            index, microbatch = micro
+            loss, grads = jax.value_and_grad(summed_loss)(
+                params, microbatch, jax.random.fold_in(step_rng, index))
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
-        (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss_sum, grad_sum), _ = jax.lax.scan(
+            accumulate, zeros,
+            (jnp.arange(grad_accum_steps), _microbatches(batch, grad_accum_steps)))
+        total_weight = jnp.maximum(batch["weights"].sum(), 1.0)
+        loss = loss_sum / total_weight
+        grads = jax.tree.map(lambda g: g / total_weight, grad_sum)
+        if l1 or l2:
+            grads = jax.tree.map(jnp.add, grads, jax.grad(penalty)(params, l1, l2))
+        updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep_if_finite = lambda new, old: jax.tree.map(
             lambda n, o: jnp.where(finite, n, o), new, old)
-        params = keep_if_finite(params, state["params"])
+        new_params = keep_if_finite(new_params, params)
         opt_state = keep_if_finite(opt_state, state["opt_state"])
         metrics = {
             "train_loss": loss,
             "learning_rate": schedule(state["step"]),
             "l2_grads": grad_norm,
             "l2_updates": optax.tree.norm(updates),
-            "l2_params": optax.tree.norm(params),
+            "l2_params": optax.tree.norm(new_params),
             "nonfinite": 1 - finite.astype(jnp.int32),
         }
-        new_state = dict(params=params, opt_state=opt_state, step=state["step"] + 1,
+        new_state = dict(params=new_params, opt_state=opt_state, step=state["step"] + 1,
                          rng=state["rng"])
         return new_state, metrics
 

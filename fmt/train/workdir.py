@@ -3,6 +3,8 @@
 import json
 import pathlib
 
+import jax
+
 from fmt.errors import UserError
 from fmt.train.writers import write_json_atomic
 
@@ -31,7 +33,8 @@ def prepare_workdir(workdir: str, config) -> pathlib.Path:
                 "another --workdir, or delete this one to start fresh")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(saved, new)
+        if jax.process_index() == 0:
+            write_json_atomic(saved, new)
     except OSError as e:
         raise UserError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
     return path
