@@ -103,7 +103,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     buckets = batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
     batch_size = config.batch_size
-    steps_per_epoch = len(batching.train_plan(train_data, batch_size, buckets, config.seed, 0))
+    # Only the current epoch's plan is held; every epoch has as many batches as the first.
+    plans = {0: batching.train_plan(train_data, batch_size, buckets, config.seed, 0)}
+    steps_per_epoch = len(plans[0])
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     log.info("%s: %d train examples, %s eval examples; %d steps (%d per epoch) of batch %d; "
              "bucket lengths %s", data.name, len(train_data),
@@ -158,7 +160,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     writer = MetricWriter(workdir, enabled=primary, resume_step=step)
     progress = _progress(config, total_steps, step, primary)
-    plans: dict[int, batching.Plan] = {}
     window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
     last_eval = None  # (step, results) of the latest evaluation
     try:
