@@ -115,9 +115,10 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, base_prefix: str,
                 source: str) -> tuple[dict, dict[str, list[str]]]:
-    """Fill `init_params` with checkpoint tensors by the name map.
+    """Fill `init_params` (arrays, or shapes) with checkpoint tensors by the name map.
 
-    Weights the checkpoint lacks keep their fresh initialisation (a new head);
+    Weights the checkpoint lacks keep what `init_params` holds for them (a fresh
+    initialisation of a new head, or its shape for the caller to initialise);
     tensors the map does not use are reported, as `transformers` reports both.
     A base-model checkpoint (names without `bert.`) loads into a task model.
     """
@@ -137,7 +138,7 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
         expected = _get(init_params, path)
         if value.shape != expected.shape:
             shown = tensors[key].shape
-            want = expected.T.shape if transform == "linear" else expected.shape
+            want = expected.shape[::-1] if transform == "linear" else expected.shape
             raise UserError(f"{source}: weight {key} has shape {tuple(shown)} in the checkpoint "
                             f"but the model needs {tuple(want)}; check num_labels and the "
                             "model config")
@@ -185,7 +186,7 @@ def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], conf
         save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
-            tokenizer.save_pretrained(str(staging))
+            save_tokenizer(tokenizer, staging)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -200,10 +201,35 @@ def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], conf
 
 
 def load_tokenizer(folder: pathlib.Path):
-    """The folder's fast tokenizer."""
-    from transformers import AutoTokenizer
+    """The folder's fast tokenizer.
+
+    With a `tokenizer.json` it is loaded as is (`PreTrainedTokenizerFast`), which
+    keeps PyTorch out of the process (`AutoTokenizer` imports it: ~300 MB);
+    otherwise `AutoTokenizer` converts the slow tokenizer's files.
+    """
     try:
+        if (folder / "tokenizer.json").is_file():
+            from transformers import PreTrainedTokenizerFast
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+            config = folder / "tokenizer_config.json"
+            if config.is_file():  # the class name that transformers should load it as
+                tokenizer.hf_tokenizer_class = json.loads(
+                    config.read_text(encoding="utf-8")).get("tokenizer_class")
+            return tokenizer
+        from transformers import AutoTokenizer
         return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: no usable tokenizer files ({e}); copy tokenizer.json or "
                         "vocab.txt from the original checkpoint") from None
+
+
+def save_tokenizer(tokenizer, folder: pathlib.Path) -> None:
+    """`save_pretrained`, keeping the checkpoint's own tokenizer class name."""
+    tokenizer.save_pretrained(str(folder))
+    name = getattr(tokenizer, "hf_tokenizer_class", None)
+    config = folder / "tokenizer_config.json"
+    if name and config.is_file():
+        values = json.loads(config.read_text(encoding="utf-8"))
+        values["tokenizer_class"] = name
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n",
+                          encoding="utf-8")

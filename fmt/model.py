@@ -81,10 +81,11 @@ class Model:
         hf.write_folder(folder, tensors, self.export_config(), self.tokenizer)
 
 
-def build(config, num_labels: int, dtype=jnp.float32, param_dtype=jnp.float32):
+def build(config, num_labels: int, dtype=jnp.float32, param_dtype=jnp.float32,
+          remat: bool = False):
     """The Flax module of a family's sequence classifier."""
     family = FAMILIES[config.model_type][0]
-    encoder, head = family.build_classifier(config, num_labels, dtype, param_dtype)
+    encoder, head = family.build_classifier(config, num_labels, dtype, param_dtype, remat)
     return SequenceClassifier(encoder=encoder, head=head)
 
 
@@ -96,6 +97,25 @@ def _init(module: nn.Module, seed: int):
 def init_params(module: nn.Module, seed: int) -> dict:
     """Fresh params (unboxed from their logical-axis annotations) on the host."""
     return jax.device_get(nn.unbox(jax.jit(_init, static_argnums=(0, 1))(module, seed)))
+
+
+def param_shapes(module: nn.Module) -> dict:
+    """Every param's shape and dtype (`jax.ShapeDtypeStruct`), computing nothing."""
+    return nn.unbox(jax.eval_shape(functools.partial(_init, module, 0)))
+
+
+def fill_missing(params: dict, module: nn.Module, seed: int) -> dict:
+    """Initialise the leaves of `params` that are still shapes (weights a checkpoint
+    lacks), with the values `init_params(module, seed)` gives them. The rest of
+    the init is dead code to XLA, so a new head costs the head, not the model."""
+    leaves, treedef = jax.tree.flatten(params)
+    missing = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.ShapeDtypeStruct)]
+    if missing:
+        fresh = jax.jit(lambda: [jax.tree.leaves(nn.unbox(_init(module, seed)))[i]
+                                 for i in missing])()
+        for i, value in zip(missing, jax.device_get(fresh)):
+            leaves[i] = value
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def logical_specs(module: nn.Module) -> dict:
@@ -127,12 +147,14 @@ def _label_names_from(hf_config: dict, num_labels: int | None, label_names):
 
 def from_pretrained(name_or_folder: str, task: str = "classification",
                     num_labels: int | None = None, label_names=None, *, dtype=jnp.float32,
-                    param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None) -> Model:
+                    param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None,
+                    remat: bool = False) -> Model:
     """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`.
 
     `num_labels == 1` is regression (STS-B). Weights the checkpoint lacks, such
     as a new classification head, are initialised from `seed` and reported.
-    `dropout`, when given, replaces the config's hidden and attention dropout.
+    `dropout`, when given, replaces the config's hidden and attention dropout;
+    `remat` recomputes layer activations in the backward pass to save memory.
     """
     if task not in TASKS:
         raise UserError(f"task {task!r} is not supported; choose one of {TASKS}")
@@ -149,11 +171,11 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     names = _label_names_from(hf_config, num_labels, label_names)
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise UserError(f"num_labels={num_labels} but {len(names)} label names were given")
-    module = build(config, 1 if names is None else len(names), dtype, param_dtype)
+    module = build(config, 1 if names is None else len(names), dtype, param_dtype, remat)
     family = FAMILIES[model_type][0]
     tensors = hf.read_weights(folder)
-    params, info = hf.load_params(tensors, family.hf_name_map(config),
-                                  init_params(module, seed), model_type, str(folder))
+    params, info = hf.load_params(tensors, family.hf_name_map(config), param_shapes(module),
+                                  model_type, str(folder))
     hf.report_loading(info, family.HF_ARCHITECTURE[model_type], str(folder))
-    params = jax.tree.map(np.asarray, params)
+    params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
     return Model(module, params, config, hf_config, hf.load_tokenizer(folder), names, info)

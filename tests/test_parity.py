@@ -11,6 +11,8 @@ packaged all-MiniLM-L6-v2 covers real weights and a base-model folder.
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -328,6 +330,7 @@ def test_round_trip_minilm(minilm_path, minilm_new_head, minilm_tokenizer, tmp_p
     assert torch_model.config.problem_type == "single_label_classification"
 
     exported_tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert type(exported_tokenizer) is type(minilm_tokenizer)  # BertTokenizer, as before
     texts = SENTENCES + ["Ünïcödé and UPPER case, tokenized-identically?"]
     assert exported_tokenizer(texts)["input_ids"] == minilm_tokenizer(texts)["input_ids"]
     assert model.tokenizer(texts)["input_ids"] == minilm_tokenizer(texts)["input_ids"]
@@ -346,6 +349,16 @@ def test_round_trip_minilm(minilm_path, minilm_new_head, minilm_tokenizer, tmp_p
     ids, mask, types = encode(minilm_tokenizer, pairs=True)
     assert max_diff(fmt_logits(reloaded, ids, mask, types),
                     fmt_logits(model, ids, mask, types)) < ATOL
+
+
+def test_loading_keeps_pytorch_out_of_the_process(minilm_path):
+    """fmt needs no torch to load a checkpoint with a tokenizer.json: it would cost
+    every run ~300 MB of memory and seconds of start-up."""
+    code = ("import sys, fmt; fmt.from_pretrained(sys.argv[1], num_labels=2); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code, str(minilm_path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_round_trip_random_roberta(tiny, tmp_path):
