@@ -1,9 +1,12 @@
 """Checks fmt.data.batching: bucket lengths, train and eval plans, padded batches."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from fmt.data.batching import bucket_lengths, eval_plan, make_batch, train_plan
+from fmt.data.batching import (bucket_lengths, eval_plan, fit_bucket_lengths, make_batch,
+                                train_plan)
 from fmt.data.tokenize import Encoded
 
 
@@ -43,6 +46,32 @@ def test_bucket_lengths_explicit_capped_at_max(lengths, expected):
 
 
 # --- train_plan -----------------------------------------------------------------
+
+def _padded(lengths, buckets) -> int:
+    return int(np.asarray(buckets)[np.searchsorted(buckets, lengths)].sum())
+
+
+def test_fit_bucket_lengths_pads_least_among_all_choices():
+    """Against every choice of up to `count` lengths, by brute force."""
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        lengths = rng.integers(1, 12, rng.integers(1, 30))
+        longest = int(lengths.max()) + int(rng.integers(0, 3))
+        count = int(rng.integers(1, 4))
+        buckets = fit_bucket_lengths(lengths, count, longest)
+        best = min(_padded(lengths, tuple(c) + (longest,)) for r in range(count)
+                   for c in itertools.combinations(range(1, longest), r))
+        assert len(buckets) <= count and buckets[-1] == longest
+        assert list(buckets) == sorted(set(buckets))
+        assert _padded(lengths, buckets) == best, (lengths, count, buckets)
+
+
+def test_fit_bucket_lengths_drops_empty_buckets_and_rejects_long_sequences():
+    assert fit_bucket_lengths(np.array([5, 5, 5]), 4, 8) == (5, 8)
+    assert fit_bucket_lengths(np.array([3, 7]), 10, 7) == (3, 7)
+    with pytest.raises(ValueError, match="longer than 6"):
+        fit_bucket_lengths(np.array([3, 7]), 2, 6)
+
 
 def _check_plan(data: Encoded, plan, batch_size: int, buckets: tuple[int, ...]):
     seen = np.concatenate([indices for indices, _ in plan])

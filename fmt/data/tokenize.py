@@ -28,6 +28,9 @@ class Encoded:
         return np.fromiter((len(ids) for ids in self.input_ids), np.int32, len(self.input_ids))
 
 
+CHUNK = 4096  # records tokenized at a time
+
+
 def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq_length: int,
            regression: bool = False, source: str = "data", allow_empty: bool = False) -> Encoded:
     """Tokenize one or two text fields per record (a pair when two) and their labels.
@@ -40,11 +43,16 @@ def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq
     if len(text_fields) not in (1, 2):
         raise UserError(f"text_fields={text_fields}: give one field or a pair of fields")
     columns = [[r[field] for r in records] for field in text_fields]
-    encoding = tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=False,
-                         return_token_type_ids=True, return_attention_mask=False)
-    input_ids = [np.asarray(ids, np.int32) for ids in encoding["input_ids"]]
-    types = encoding.get("token_type_ids") or [np.zeros_like(ids) for ids in input_ids]
-    token_type_ids = [np.asarray(t, np.int32) for t in types]
+    input_ids, token_type_ids = [], []
+    # In chunks: the tokenizer's Python lists of ints cost far more than the arrays.
+    for start in range(0, len(records), CHUNK):
+        encoding = tokenizer(*[c[start:start + CHUNK] for c in columns], truncation=True,
+                             max_length=max_seq_length, padding=False,
+                             return_token_type_ids=True, return_attention_mask=False)
+        ids = [np.asarray(i, np.int32) for i in encoding["input_ids"]]
+        types = encoding.get("token_type_ids") or [np.zeros_like(i) for i in ids]
+        input_ids += ids
+        token_type_ids += [np.asarray(t, np.int32) for t in types]
     if not allow_empty:
         _check_not_empty(tokenizer, text_fields, columns, source)
     labels = np.asarray([r["label"] for r in records],
