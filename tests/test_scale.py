@@ -2,8 +2,10 @@
 
 import json
 import pathlib
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -50,11 +52,13 @@ def test_meshes_and_accumulation_match_one_device(mesh, accum, devices, referenc
     assert max(abs(a - b) for a, b in zip(got, reference)) < 1e-5, (got, reference)
 
 
-def test_no_recompilation_after_the_first_epoch(tmp_path, tiny_model):
+@pytest.mark.parametrize("buckets", ["--config.bucket_lengths=(32,48,64)",
+                                     "--config.num_buckets=3"])
+def test_no_recompilation_after_the_first_epoch(buckets, tmp_path, tiny_model):
     """Three epochs: the train step compiles once per bucket length, all in epoch one."""
     run_finetune(*args_for(tiny_model, tmp_path, "--config.max_train_examples=96",
                            "--config.batch_size=8", "--config.max_steps=0",
-                           "--config.num_epochs=3", "--config.bucket_lengths=(32,48,64)"))
+                           "--config.num_epochs=3", buckets))
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     counts = [(line["epoch"], line["compilations"]) for line in lines if "compilations" in line]
     after_first = [c for epoch, c in counts if epoch > 1]
@@ -69,22 +73,73 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(reference, tmp_path, tiny_model):
-    """jax.distributed over 127.0.0.1: two processes, one CPU device each, mesh data=2."""
+def launch_two(args: list[str]) -> list[subprocess.Popen]:
+    """finetune.py as two jax.distributed processes over 127.0.0.1, one CPU device each."""
     port = free_port()
-    processes = [
-        subprocess.Popen(
-            finetune_command(*args_for(tiny_model, tmp_path, "--config.mesh=data=2"),
-                             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                             f"--process_id={i}"),
-            cwd=ROOT, env=device_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        for i in range(2)]
+    return [subprocess.Popen(
+                finetune_command(*args, f"--coordinator_address=127.0.0.1:{port}",
+                                 "--num_processes=2", f"--process_id={i}"),
+                cwd=ROOT, env=device_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            for i in range(2)]
+
+
+def wait_all(processes: list[subprocess.Popen]) -> list[str]:
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
+    return [out for out, _ in outputs]
+
+
+def test_two_processes_match_one(reference, tmp_path, tiny_model):
+    """jax.distributed over 127.0.0.1: two processes, one CPU device each, mesh data=2."""
+    outputs = wait_all(launch_two(args_for(tiny_model, tmp_path, "--config.mesh=data=2")))
     got = losses(tmp_path)
     assert len(got) == STEPS, "each step must be logged once, by process 0 alone"
     assert max(abs(a - b) for a, b in zip(got, reference)) < 1e-5, (got, reference)
-    printed = [[line for line in out.splitlines() if line.startswith("{")] for out, _ in outputs]
+    printed = [[line for line in out.splitlines() if line.startswith("{")] for out in outputs]
     assert json.loads(printed[0][-1])["step"] == STEPS and not printed[1]
+
+
+def logged_losses(workdir: pathlib.Path) -> dict[int, float]:
+    """step -> train_loss of the complete lines of metrics.jsonl (a killed run may leave
+    half a line)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return {line["step"]: line["train_loss"] for line in map(json.loads, lines)
+            if "train_loss" in line}
+
+
+def test_two_processes_resume_after_sigkill(tmp_path, tiny_model):
+    """An FSDP run over two processes, both killed with SIGKILL past a checkpoint,
+    relaunched with the same command: it restores the sharded checkpoint and recomputes
+    the lost steps exactly as the killed run had computed them, then finishes."""
+    total, every = 300, 50
+    args = args_for(tiny_model, tmp_path, "--config.mesh=fsdp=2", f"--config.max_steps={total}",
+                    f"--config.checkpoint_every_steps={every}")
+    first = launch_two(args)
+    checkpoints, deadline = tmp_path / "checkpoints", time.monotonic() + 300
+    while True:  # until a checkpoint is final and steps past it are logged
+        saved = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()] \
+            if checkpoints.exists() else []
+        if saved and len(logged_losses(tmp_path)) >= min(saved) + 3:
+            break
+        ended = [p for p in first if p.poll() is not None]
+        assert not ended, f"the run ended before it was killed:\n{ended[0].stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    for process in first:
+        process.send_signal(signal.SIGKILL)
+    for process in first:
+        process.communicate()
+    before = logged_losses(tmp_path)
+    resumed = max(int(p.name) for p in checkpoints.glob("*") if p.name.isdigit())
+    assert not (tmp_path / "results.json").exists() and len(before) < total, len(before)
+
+    wait_all(launch_two(args))
+    after = logged_losses(tmp_path)
+    assert sorted(after) == list(range(1, total + 1))
+    redone = [step for step in before if step > resumed]
+    assert redone and all(abs(after[s] - before[s]) < 1e-6 for s in redone), \
+        [(s, before[s], after[s]) for s in redone]
+    assert json.loads((tmp_path / "results.json").read_text())["step"] == total

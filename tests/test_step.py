@@ -67,9 +67,9 @@ class Setup:
     state: dict
 
 
-def _setup(mesh, bert, params, num_labels=2, l1=0.0, l2=0.0) -> Setup:
+def _setup(mesh, bert, params, num_labels=2, l1=0.0, l2=0.0, **options) -> Setup:
     """Module, jitted train step and a fresh state, as fmt.train.loop builds them."""
-    module = build(bert, num_labels=num_labels)
+    module = build(bert, num_labels=num_labels, **options)
     optimizer, schedule = optim.make_optimizer(_config(), TOTAL_STEPS)
     specs = logical_specs(module)
     state = sharding.create_state(sharding.state_shardings(mesh, params, specs, optimizer),
@@ -153,6 +153,31 @@ def test_train_step_is_deterministic_with_dropout(dropout):
     # The base key is carried unchanged; each step folds in its step number.
     np.testing.assert_array_equal(state["rng"], dropout.state["rng"])
     assert int(state["step"]) == int(dropout.state["step"]) + 1
+
+
+def test_remat_gives_the_same_update(mesh, params, dropout):
+    """Recomputing layer activations in the backward pass changes memory, not the step."""
+    remat = _setup(mesh, BERT, params, remat=True)
+    batch = _batch(_data(), range(6))
+    state, metrics = remat.step(remat.state, batch)
+    expected_state, expected = dropout.step(dropout.state, batch)
+    assert float(metrics["train_loss"]) == pytest.approx(float(expected["train_loss"]), rel=1e-6)
+    _assert_trees_close(state["params"], expected_state["params"], rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_compute_keeps_float32_params_optimizer_state_and_loss(mesh, params, plain):
+    low = _setup(mesh, NO_DROPOUT, params, l2=L2, dtype=jnp.bfloat16)
+    batch = _batch(_data(), range(8))
+    state, metrics = low.step(low.state, batch)
+    _, expected = plain.step(plain.state, batch)
+    for leaf in jax.tree.leaves((state["params"], state["opt_state"])):
+        assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+    assert metrics["train_loss"].dtype == jnp.float32
+    # bfloat16 keeps 8 bits of mantissa: close to the float32 loss, not equal to it.
+    assert float(metrics["train_loss"]) == pytest.approx(float(expected["train_loss"]), abs=2e-2)
+    assert float(metrics["train_loss"]) != float(expected["train_loss"])
+    logits = jax.jit(make_eval_step(low.module))(params, batch)
+    assert logits.dtype == jnp.float32
 
 
 def test_dropout_is_active_in_training(dropout, plain):

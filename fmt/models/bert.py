@@ -83,11 +83,15 @@ class BertEncoder(nn.Module):
     """Embeddings, post-LN layers and (for BERT) the tanh pooler over `[CLS]`.
 
     Returns `(hidden_states [batch, length, hidden], pooled [batch, hidden] or None)`.
+    `remat` recomputes each layer's activations in the backward pass instead of
+    keeping them: activation memory of one layer instead of all, for about a
+    third more compute.
     """
     config: BertConfig
     add_pooler: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
@@ -100,8 +104,11 @@ class BertEncoder(nn.Module):
         x = BertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
             input_ids, token_type_ids, deterministic)
         x = x.astype(self.dtype)
+        # static_argnums counts `self`: argument 3 is `deterministic`.
+        layer = nn.remat(layers.PostLNLayer, static_argnums=(3,)) if self.remat \
+            else layers.PostLNLayer
         for i in range(cfg.num_hidden_layers):
-            x = layers.PostLNLayer(
+            x = layer(
                 num_heads=cfg.num_attention_heads,
                 intermediate_size=cfg.intermediate_size,
                 activation=cfg.hidden_act,
@@ -122,11 +129,11 @@ class BertEncoder(nn.Module):
 
 
 def build_classifier(config: BertConfig, num_labels: int, dtype: Dtype,
-                     param_dtype: Dtype) -> tuple[nn.Module, nn.Module]:
+                     param_dtype: Dtype, remat: bool = False) -> tuple[nn.Module, nn.Module]:
     """The encoder and sequence-classification head of this family."""
     is_roberta = config.model_type == "roberta"
     encoder = BertEncoder(config, add_pooler=not is_roberta, dtype=dtype,
-                          param_dtype=param_dtype)
+                          param_dtype=param_dtype, remat=remat)
     head_cls = heads.RobertaClassifierHead if is_roberta else heads.PooledClassifierHead
     head = head_cls(num_labels, config.head_dropout, config.initializer_range, dtype=dtype,
                     param_dtype=param_dtype)

@@ -9,6 +9,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = "sentence-transformers/all-MiniLM-L6-v2"
     c.dtype = "float32"            # compute dtype: float32 or bfloat16
     c.dropout = -1.0               # hidden and attention dropout; < 0 keeps the checkpoint's
+    c.remat = False                # recompute layer activations in the backward pass: less
+                                   # memory for about a third more compute
     # Data: a GLUE task (TFDS, or glue_data files when data_dir is set) or local files.
     c.task = "sst2"                # GLUE task name; ignored when train_file is set
     c.data_dir = ""                # glue_data folder (root or task folder); "" = TFDS
@@ -21,6 +23,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.metrics = ("accuracy", "f1_macro")  # own data: metric names (fmt.metrics.METRICS)
     c.max_seq_length = 128         # longer inputs are truncated (pairs longest-first)
     c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
+    c.num_buckets = 0              # > 0: fit that many lengths to the training data, padding
+                                   # least (used when bucket_lengths is ())
     c.max_train_examples = 0       # use the first N training examples; 0 = all
     c.max_eval_examples = 0        # use the first N eval examples; 0 = all
     # Optimisation.

@@ -14,6 +14,7 @@ import logging
 import math
 import pathlib
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def validate(config) -> None:
     """Reject settings that cannot work, naming the flag."""
+    if config.num_buckets < 0:
+        raise UserError(f"--config.num_buckets={config.num_buckets}: must be 0 (powers of "
+                        "two) or a positive count")
     positive = ("learning_rate", "batch_size", "eval_batch_size", "max_seq_length",
                 "log_every_steps", "checkpoint_every_steps")
     for name in positive:
@@ -57,6 +61,14 @@ def _encode(model, data: datasets.TaskData, config):
     return encode(data.train, "train"), {k: encode(v, k) for k, v in data.evals.items()}
 
 
+def choose_buckets(config, train: tokenize.Encoded, evals: dict) -> tuple[int, ...]:
+    """The padded lengths: given, fitted to the training lengths, or powers of two."""
+    if config.bucket_lengths or not config.num_buckets:
+        return batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
+    longest = max(int(data.lengths.max()) for data in [train, *evals.values()])
+    return batching.fit_bucket_lengths(train.lengths, config.num_buckets, longest)
+
+
 def evaluate(eval_step, params, data: tokenize.Encoded, task, feed: sharding.BatchFeeder,
              buckets: tuple[int, ...]) -> tuple[dict, np.ndarray]:
     """Metrics over every example, and the predictions in the data's order."""
@@ -67,6 +79,37 @@ def evaluate(eval_step, params, data: tokenize.Encoded, task, feed: sharding.Bat
     for indices, logits in outputs:
         predictions[indices] = task.predict(sharding.to_host(logits)[:len(indices)])
     return task.evaluate(predictions, data.labels), predictions
+
+
+class Steps(NamedTuple):
+    train_step: Callable  # (state, batch) -> (state, metrics), state donated
+    eval_step: Callable   # (params, batch) -> logits
+    train_feed: sharding.BatchFeeder
+    eval_feed: sharding.BatchFeeder
+
+
+def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, Steps]:
+    """The train state, created sharded over `mesh`, and the jitted steps and
+    batch feeders that go with it (the steps compile on their first call, once
+    per batch shape)."""
+    sharding.check_batch_size(mesh, config.batch_size, "batch_size", config.grad_accum_steps)
+    sharding.check_batch_size(mesh, config.eval_batch_size, "eval_batch_size")
+    optimizer, schedule = optim.make_optimizer(config, total_steps)
+    state_sharding = sharding.state_shardings(mesh, model.params, model.logical_specs,
+                                              optimizer)
+    state = sharding.create_state(state_sharding, model.params, optimizer, config.seed)
+    replicated = sharding.NamedSharding(mesh, sharding.P())
+    train_feed = sharding.BatchFeeder(mesh, config.batch_size)
+    eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
+    train_step = jax.jit(
+        step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2,
+                                 config.grad_accum_steps),
+        in_shardings=(state_sharding, train_feed.sharding),
+        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_step = jax.jit(step_lib.make_eval_step(model.module),
+                        in_shardings=(state_sharding["params"], eval_feed.sharding),
+                        out_shardings=replicated)
+    return state, Steps(train_step, eval_step, train_feed, eval_feed)
 
 
 def _abstract(tree):
@@ -94,14 +137,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model = model_lib.from_pretrained(
         config.model, num_labels=len(data.label_names) if data.label_names else 1,
         label_names=data.label_names, seed=config.seed, dtype=DTYPES[config.dtype],
-        dropout=config.dropout if config.dropout >= 0 else None)
+        dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat)
     train_data, eval_data = _encode(model, data, config)
     task = ClassificationTask(model.num_labels, data.metric_names)
     if config.early_stopping_metric and config.early_stopping_metric not in data.metric_names:
         raise UserError(f"--config.early_stopping_metric={config.early_stopping_metric!r}: "
                         f"this task reports {data.metric_names}")
 
-    buckets = batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
+    buckets = choose_buckets(config, train_data, eval_data)
     batch_size = config.batch_size
     # Only the current epoch's plan is held; every epoch has as many batches as the first.
     plans = {0: batching.train_plan(train_data, batch_size, buckets, config.seed, 0)}
@@ -113,15 +156,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
              batch_size, buckets)
 
     mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(mesh, batch_size, "batch_size", config.grad_accum_steps)
-    sharding.check_batch_size(mesh, config.eval_batch_size, "eval_batch_size")
-    optimizer, schedule = optim.make_optimizer(config, total_steps)
-    state_sharding = sharding.state_shardings(mesh, model.params, model.logical_specs,
-                                              optimizer)
-    state = sharding.create_state(state_sharding, model.params, optimizer, config.seed)
-    replicated = sharding.NamedSharding(mesh, sharding.P())
-    train_feed = sharding.BatchFeeder(mesh, batch_size)
-    eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
+    state, steps = compile_steps(config, model, task, total_steps, mesh)
+    train_step, eval_step, train_feed, eval_feed = steps
 
     checkpoints = Checkpoints(workdir / "checkpoints", config.keep_checkpoints)
     restored = checkpoints.restore_latest(_abstract(state))
@@ -131,15 +167,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     step = int(state["step"])
     best = BestParams(workdir / "best", config.early_stopping_metric) \
         if config.early_stopping_metric else None
-
-    train_step = jax.jit(
-        step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2,
-                                 config.grad_accum_steps),
-        in_shardings=(state_sharding, train_feed.sharding),
-        out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(step_lib.make_eval_step(model.module),
-                        in_shardings=(state_sharding["params"], eval_feed.sharding),
-                        out_shardings=replicated)
 
     def run_eval(params) -> dict:
         return {split: evaluate(eval_step, params, encoded, task, eval_feed, buckets)[0]

@@ -113,7 +113,11 @@ def create_state(shardings: dict, params: dict, optimizer, seed: int) -> dict:
                     step=jax.numpy.zeros((), jax.numpy.int32),
                     rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
-    return jax.jit(init, in_shardings=(shardings["params"],), out_shardings=shardings)(params)
+    # Every process holds the whole params on the host; each device takes its slice.
+    params = jax.tree.map(
+        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda i: x[i]),
+        params, shardings["params"])
+    return jax.jit(init, out_shardings=shardings)(params)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -8,10 +8,10 @@ import jax
 from fmt.errors import UserError
 from fmt.train.writers import write_json_atomic
 
-# Fields that only change how a run is recorded or watched, not what it
-# computes: a resumed run may change them.
+# Fields that only change how a run is recorded or watched, or how much memory
+# it takes, not what it computes: a resumed run may change them.
 RECORDING_FIELDS = frozenset({
-    "progress_bar", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+    "remat", "progress_bar", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "export_model", "eval_batch_size", "max_eval_examples",
 })
 
