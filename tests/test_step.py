@@ -120,9 +120,9 @@ def test_training_reduces_the_loss_and_reports_metrics(dropout):
     losses = []
     for i in range(8):
         assert int(state["step"]) == i
+        previous = state["params"]
         state, metrics = dropout.step(state, batch)
-        assert set(metrics) >= {"train_loss", "learning_rate", "l2_grads", "l2_updates",
-                                "l2_params"}
+        assert set(metrics) >= {"train_loss", "learning_rate", "l2_grads", "nonfinite"}
         for value in metrics.values():
             assert np.shape(value) == () and np.isfinite(value)
         if "nonfinite" in metrics:
@@ -130,14 +130,13 @@ def test_training_reduces_the_loss_and_reports_metrics(dropout):
         assert float(metrics["learning_rate"]) == pytest.approx(float(dropout.schedule(i)),
                                                                 rel=1e-6)
         assert float(metrics["l2_grads"]) > 0
-        assert float(metrics["l2_params"]) == pytest.approx(
-            float(optax.tree.norm(state["params"])), rel=1e-5)
+        moved = optax.tree.norm(jax.tree.map(jnp.subtract, state["params"], previous))
         losses.append(float(metrics["train_loss"]))
         if i == 0:  # warmup starts at 0: no update yet
             assert float(metrics["learning_rate"]) == 0.0
-            assert float(metrics["l2_updates"]) == 0.0
+            assert float(moved) == 0.0
         else:
-            assert float(metrics["l2_updates"]) > 0
+            assert float(moved) > 0
     assert int(state["step"]) == 8
     assert max(losses[-2:]) < losses[0] - 0.05, losses
 
@@ -202,7 +201,7 @@ def test_filler_rows_count_nowhere(plain):
     assert alone["weights"].tolist() == [1, 1, 1, 1]
     new_padded, m_padded = plain.step(plain.state, padded)
     new_alone, m_alone = plain.step(plain.state, alone)
-    for key in ("train_loss", "l2_grads", "l2_updates", "l2_params"):
+    for key in ("train_loss", "l2_grads"):
         assert float(m_padded[key]) == pytest.approx(float(m_alone[key]), rel=1e-5), key
     _assert_trees_close(new_padded["params"], new_alone["params"], rtol=1e-5, atol=1e-7)
 
@@ -216,7 +215,7 @@ def test_weight_zero_rows_with_real_content_count_nowhere(plain):
     repeated = _batch(data, [0, 1, 2, 3, 0, 1, 2, 3])
     new_masked, m_masked = plain.step(plain.state, masked)
     new_repeated, m_repeated = plain.step(plain.state, repeated)
-    for key in ("train_loss", "l2_grads", "l2_updates"):
+    for key in ("train_loss", "l2_grads"):
         assert float(m_masked[key]) == pytest.approx(float(m_repeated[key]), rel=1e-5), key
     _assert_trees_close(new_masked["params"], new_repeated["params"], rtol=1e-5, atol=1e-7)
 

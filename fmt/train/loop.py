@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from fmt import model as model_lib
 from fmt.data import batching, datasets, tokenize
@@ -185,6 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f"{checkpoints.directory}); lower --config.learning_rate or set "
                 "--config.skip_nonfinite_steps=true")
 
+    param_norm = jax.jit(optax.tree.norm)
     writer = MetricWriter(workdir, enabled=primary, resume_step=step)
     progress = _progress(config, total_steps, step, primary)
     window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
@@ -207,7 +209,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     check_finite(window)
                     summary = _summarize(window)
                     seconds = time.perf_counter() - window_start
-                    summary.update(compilations=train_step._cache_size(),
+                    summary.update(l2_params=float(param_norm(state["params"])),
+                                   compilations=train_step._cache_size(),
                                    epoch=step / steps_per_epoch,
                                    examples_per_s=examples / seconds,
                                    tokens_per_s=tokens / seconds)
