@@ -31,7 +31,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _batch(data: tokenize.Encoded, indices, pad_id: int) -> dict[str, torch.Tensor]:
+def dynamic_batch(data: tokenize.Encoded, indices, pad_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (dynamic padding)."""
     length = max(len(data.input_ids[i]) for i in indices)
     ids = np.full((len(indices), length), pad_id, np.int64)
@@ -44,6 +44,18 @@ def _batch(data: tokenize.Encoded, indices, pad_id: int) -> dict[str, torch.Tens
                 attention_mask=torch.from_numpy(mask))
 
 
+def make_optimizer(model, config) -> torch.optim.Optimizer:
+    """AdamW, with no weight decay on biases and LayerNorm (as fmt.train.optim)."""
+    no_decay = lambda name: name.endswith("bias") or "LayerNorm" in name
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate,
+                             betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+
+
 def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regression: bool):
     model.eval()
     order = np.argsort(data.lengths, kind="stable")
@@ -51,7 +63,7 @@ def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regre
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
-            logits = model(**_batch(data, indices, data.pad_id)).logits.float().numpy()
+            logits = model(**dynamic_batch(data, indices, data.pad_id)).logits.float().numpy()
             predictions[indices] = logits[:, 0] if regression else logits.argmax(-1)
     model.train()
     return metrics.compute(metric_names, predictions, data.labels)
@@ -75,14 +87,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         str(folder), num_labels=num_labels,
         problem_type="regression" if data.is_regression else "single_label_classification",
         **kwargs)
-    no_decay = lambda name: name.endswith("bias") or "LayerNorm" in name
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not no_decay(n)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate,
-                                  betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+    optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
@@ -93,7 +98,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         for indices in torch.randperm(len(train), generator=generator).split(config.batch_size):
             if step == total:
                 break
-            batch = _batch(train, indices.numpy(), train.pad_id)
+            batch = dynamic_batch(train, indices.numpy(), train.pad_id)
             labels = torch.from_numpy(train.labels[indices.numpy()])
             labels = labels.float() if data.is_regression else labels.long()
             loss = model(**batch, labels=labels).loss
