@@ -47,7 +47,8 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _REMAT = flags.DEFINE_bool("remat", False, "fmt: recompute layer activations.")
 _PEERS = flags.DEFINE_list("peers", ["fmt", "pad128", "torch"], "What to run.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's scaling table over seq_len x batch "
-                           "instead.")
+                           "instead (a shape whose step needs more than half the host's "
+                           "memory is reported, not run).")
 _SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", 1, "Timed steps per sweep shape, at least "
                                      "(more while under 5 s).")
 _PEER = flags.DEFINE_string("peer", "", "Internal: run one peer in this process.")
@@ -257,17 +258,10 @@ def run_torch(peak_flops: float) -> dict:
 
 # --- the scaling sweep -------------------------------------------------------
 
-def _activation_bytes(config, batch: int, length: int) -> float:
-    """A rough size of what the backward pass keeps: per layer, a few [batch, heads,
-    length, length] attention tensors and a few dozen [batch, length, hidden] ones."""
-    per_layer = 16 * batch * config.num_attention_heads * length ** 2 \
-        + 4 * 30 * batch * length * config.hidden_size
-    return config.num_hidden_layers * per_layer
-
-
 def run_sweep(peak_flops: float) -> list[dict]:
     """fmt's train step on full-length [batch, seq_len] batches of every sweep shape.
-    Shapes whose activations would not fit in host memory run with remat."""
+    A shape whose compiled step needs more temporary memory than half the host
+    has is reported, not run."""
     import jax
     import numpy as np
     from fmt import model as model_lib
@@ -276,18 +270,14 @@ def run_sweep(peak_flops: float) -> list[dict]:
     from fmt.train import loop, sharding
 
     config = _config()
-    dtype = loop.DTYPES[config.dtype]
-    models = {remat: model_lib.from_pretrained(config.model, num_labels=2, dtype=dtype,
-                                               remat=remat) for remat in (False, True)}
-    budget = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # host memory
+    model = model_lib.from_pretrained(config.model, num_labels=2, dtype=loop.DTYPES[config.dtype],
+                                      remat=config.remat)
+    budget = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     rng = np.random.default_rng(0)
     rows = []
     for batch in SWEEP_BATCHES:
         config.batch_size = config.eval_batch_size = batch
         for length in SWEEP_LENGTHS:
-            remat = _REMAT.value or _activation_bytes(models[False].config, batch,
-                                                      length) > budget
-            model = models[remat]
             state, steps = loop.compile_steps(config, model, ClassificationTask(2),
                                               config.max_steps, sharding.make_mesh(config.mesh))
             ids = [rng.integers(1000, model.config.vocab_size, length, dtype=np.int32)
@@ -295,19 +285,28 @@ def run_sweep(peak_flops: float) -> list[dict]:
             data = Encoded(ids, [np.zeros(length, np.int32)] * batch,
                            rng.integers(0, 2, batch).astype(np.int32))
             step_batch = steps.train_feed(data, np.arange(batch), length)
-            state, _ = steps.train_step(state, step_batch)  # compiles
+            train_step = steps.train_step.lower(state, step_batch).compile()
+            temp_mb = train_step.memory_analysis().temp_size_in_bytes / 2 ** 20
+            row = dict(seq_len=length, batch=batch, temp_mb=temp_mb)
+            if temp_mb * 2 ** 20 > budget:
+                rows.append(row)
+                print(f"sweep: {batch}x{length} skipped: needs {temp_mb:.0f} MB of "
+                      "temporaries", file=sys.stderr, flush=True)
+                continue
+            state, _ = train_step(state, step_batch)
             jax.block_until_ready(state)
             count, start = 0, time.perf_counter()
             while count < _SWEEP_STEPS.value or (count < 20 and
                                                  time.perf_counter() - start < 5.0):
-                state, _ = steps.train_step(state, step_batch)
+                state, _ = train_step(state, step_batch)
                 jax.block_until_ready(state)
                 count += 1
             seconds = (time.perf_counter() - start) / count
-            rows.append(dict(seq_len=length, batch=batch, remat=remat,
-                             examples_per_s=batch / seconds, tokens_per_s=batch * length / seconds,
-                             mfu=train_flops(model.config, batch, length) / seconds / peak_flops))
-            del state, steps, step_batch
+            row.update(examples_per_s=batch / seconds, tokens_per_s=batch * length / seconds,
+                       mfu=train_flops(model.config, batch, length) / seconds / peak_flops)
+            rows.append(row)
+            print(f"sweep: {row}", file=sys.stderr, flush=True)
+            del state, steps, step_batch, train_step
     return rows
 
 
@@ -339,11 +338,15 @@ def main(argv):
     print(f"matmul peak ({_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")
     if _SWEEP.value:
         rows = _child("sweep", peak)
-        print("| seq_len | batch | examples/s | tokens/s | MFU | remat |\n"
+        print("| seq_len | batch | examples/s | tokens/s | MFU | step temporaries MB |\n"
               "|---|---|---|---|---|---|")
         for r in rows:
+            if "mfu" not in r:
+                print(f"| {r['seq_len']} | {r['batch']} | - | - | - | {r['temp_mb']:.0f} "
+                      "(more than half the host: not run) |")
+                continue
             print(f"| {r['seq_len']} | {r['batch']} | {r['examples_per_s']:.1f} | "
-                  f"{r['tokens_per_s']:.0f} | {r['mfu']:.2f} | {'yes' if r['remat'] else ''} |")
+                  f"{r['tokens_per_s']:.0f} | {r['mfu']:.2f} | {r['temp_mb']:.0f} |")
         print(json.dumps({"matmul_peak_gflops": peak / 1e9, "sweep": rows}))
         return
     results = {}
