@@ -52,6 +52,7 @@ _SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's scaling table over seq_l
 _SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", 1, "Timed steps per sweep shape, at least "
                                      "(more while under 5 s).")
 _PEER = flags.DEFINE_string("peer", "", "Internal: run one peer in this process.")
+_PEAK = flags.DEFINE_float("peak_flops", 0.0, "Internal: the measured matmul peak.")
 
 SWEEP_LENGTHS = (64, 128, 256, 512)
 SWEEP_BATCHES = (8, 32, 128)
@@ -225,14 +226,8 @@ def run_torch(peak_flops: float) -> dict:
         batch = {k: v.to(device) for k, v in
                  torch_peer.dynamic_batch(encoded, indices, encoded.pad_id).items()}
         labels = torch.from_numpy(encoded.labels[indices]).long().to(device)
-        with autocast:
-            loss = model(**batch, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        return loss
+        return torch_peer.train_step(model, optimizer, scheduler, batch, labels,
+                                     config.max_grad_norm, autocast)
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     warmup, timed = random[:3], random[3:3 + _STEPS.value]
@@ -321,8 +316,6 @@ def _child(peer: str, peak_flops: float):
         sys.exit(f"bench: the {peer} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
-
-_PEAK = flags.DEFINE_float("peak_flops", 0.0, "Internal: the measured matmul peak.")
 
 
 def main(argv):

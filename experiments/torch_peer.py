@@ -10,6 +10,7 @@ dynamic padding per batch. Writes `results.json` to --workdir.
       --config.data_dir=../shared/data/glue --workdir=DIR
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -54,6 +55,20 @@ def make_optimizer(model, config) -> torch.optim.Optimizer:
     ]
     return torch.optim.AdamW(groups, lr=config.learning_rate,
                              betas=(config.adam_b1, config.adam_b2), eps=config.adam_eps)
+
+
+def train_step(model, optimizer, scheduler, batch: dict, labels, max_grad_norm: float,
+               autocast=contextlib.nullcontext()) -> torch.Tensor:
+    """One update as a `transformers` fine-tuning script does it; returns the loss."""
+    with autocast:
+        loss = model(**batch, labels=labels).loss
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss
 
 
 def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regression: bool):
@@ -101,13 +116,7 @@ def run(config, workdir: pathlib.Path) -> dict:
             batch = dynamic_batch(train, indices.numpy(), train.pad_id)
             labels = torch.from_numpy(train.labels[indices.numpy()])
             labels = labels.float() if data.is_regression else labels.long()
-            loss = model(**batch, labels=labels).loss
-            loss.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            loss = train_step(model, optimizer, scheduler, batch, labels, config.max_grad_norm)
             step += 1
             if step % config.log_every_steps == 0:
                 logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, loss.item(),

@@ -125,8 +125,7 @@ def test_training_reduces_the_loss_and_reports_metrics(dropout):
         assert set(metrics) >= {"train_loss", "learning_rate", "l2_grads", "nonfinite"}
         for value in metrics.values():
             assert np.shape(value) == () and np.isfinite(value)
-        if "nonfinite" in metrics:
-            assert int(metrics["nonfinite"]) == 0
+        assert int(metrics["nonfinite"]) == 0
         assert float(metrics["learning_rate"]) == pytest.approx(float(dropout.schedule(i)),
                                                                 rel=1e-6)
         assert float(metrics["l2_grads"]) > 0
