@@ -1,0 +1,58 @@
+"""Features: what a task kind makes of a split's records, ready to batch.
+
+A split is a set of examples (a sentence, a block of text, a window of a
+document). Each example has per-token fields (ragged: one array per example,
+`input_ids` always among them) and per-example fields (one value or array per
+example, such as a class label). `make_batch` pads per-token fields to the
+bucket length with each field's pad value and derives `attention_mask` from the
+lengths, so batching knows no task kind.
+
+`info` carries what evaluation needs back and batching never reads: the words
+behind sub-tokens, offset mappings, which example a window came from.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Features:
+    tokens: dict[str, list[np.ndarray]]       # per-token fields; "input_ids" is required
+    examples: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    pad_values: dict[str, int | float] = dataclasses.field(default_factory=dict)  # default 0
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tokens["input_ids"])
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        ids = self.tokens["input_ids"]
+        return np.fromiter((len(x) for x in ids), np.int32, len(ids))
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.pad_values.get("input_ids", 0))
+
+    def example(self, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(per-token fields, per-example fields) of example `index`. Views that
+        change examples on the fly (masked-LM's masks) override this."""
+        return ({k: v[index] for k, v in self.tokens.items()},
+                {k: v[index] for k, v in self.examples.items()})
+
+    def field_specs(self) -> tuple[dict[str, tuple[np.dtype, float]], dict[str, tuple]]:
+        """(per-token field -> (dtype, pad value), per-example field -> (dtype, shape))."""
+        tokens, examples = self.example(0) if len(self) else ({}, {})
+        token_specs = {k: (np.asarray(v).dtype, self.pad_values.get(k, 0))
+                       for k, v in tokens.items()}
+        example_specs = {k: (np.asarray(v).dtype, np.shape(v)) for k, v in examples.items()}
+        return token_specs, example_specs
+
+    def select(self, indices) -> "Features":
+        """The examples at `indices`, in that order (info is kept whole)."""
+        indices = np.asarray(indices, np.int64)
+        return Features({k: [v[i] for i in indices] for k, v in self.tokens.items()},
+                        {k: np.asarray(v)[indices] for k, v in self.examples.items()},
+                        dict(self.pad_values), self.info)

@@ -1,0 +1,23 @@
+"""Metrics: `numeric` (accuracy, F1, MCC, Pearson/Spearman, perplexity) on 1-D
+arrays, `entities` (seqeval's entity-level scores) on tag sequences.
+
+`compute` and `METRICS` are the numeric ones, by name; `higher_is_better`
+says which way each metric any task reports improves, for early stopping and
+best-model keeping.
+"""
+
+from fmt.metrics.numeric import (METRICS, accuracy, compute, f1, matthews_corrcoef, pearson,
+                                 precision, recall, spearman)
+
+# Metrics where lower is better; every other metric improves upwards.
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric `name` is better ("eval_loss", "loss",
+    "perplexity" and "<type>/loss" are not)."""
+    return name.rsplit("/", 1)[-1].removeprefix("eval_") not in LOWER_IS_BETTER
+
+
+__all__ = ["METRICS", "accuracy", "compute", "f1", "higher_is_better", "matthews_corrcoef",
+           "pearson", "precision", "recall", "spearman"]
