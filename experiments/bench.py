@@ -146,7 +146,7 @@ def run_fmt(padded: bool, peak_flops: float) -> dict:
     import jax
     import numpy as np
     from fmt import model as model_lib
-    from fmt.tasks.classification import ClassificationTask
+    from fmt.tasks.classification import Classification
     from fmt.train import loop, sharding
 
     compile_seconds = []
@@ -160,7 +160,7 @@ def run_fmt(padded: bool, peak_flops: float) -> dict:
     plan, random = _batches(encoded)
     if padded:
         plan = [(indices, _SEQ_LEN.value) for indices in random]
-    task = ClassificationTask(2)
+    task = Classification()
     state, steps = loop.compile_steps(config, model, task, config.max_steps,
                                       sharding.make_mesh(config.mesh))
     feed = steps.train_feed
@@ -225,7 +225,7 @@ def run_torch(peak_flops: float) -> dict:
     def step(indices):
         batch = {k: v.to(device) for k, v in
                  torch_peer.dynamic_batch(encoded, indices, encoded.pad_id).items()}
-        labels = torch.from_numpy(encoded.labels[indices]).long().to(device)
+        labels = torch.from_numpy(encoded.examples["labels"][indices]).long().to(device)
         return torch_peer.train_step(model, optimizer, scheduler, batch, labels,
                                      config.max_grad_norm, autocast)
 
@@ -260,8 +260,8 @@ def run_sweep(peak_flops: float) -> list[dict]:
     import jax
     import numpy as np
     from fmt import model as model_lib
-    from fmt.data.tokenize import Encoded
-    from fmt.tasks.classification import ClassificationTask
+    from fmt.data.features import Features
+    from fmt.tasks.classification import Classification
     from fmt.train import loop, sharding
 
     config = _config()
@@ -273,12 +273,13 @@ def run_sweep(peak_flops: float) -> list[dict]:
     for batch in SWEEP_BATCHES:
         config.batch_size = config.eval_batch_size = batch
         for length in SWEEP_LENGTHS:
-            state, steps = loop.compile_steps(config, model, ClassificationTask(2),
+            state, steps = loop.compile_steps(config, model, Classification(),
                                               config.max_steps, sharding.make_mesh(config.mesh))
             ids = [rng.integers(1000, model.config.vocab_size, length, dtype=np.int32)
                    for _ in range(batch)]
-            data = Encoded(ids, [np.zeros(length, np.int32)] * batch,
-                           rng.integers(0, 2, batch).astype(np.int32))
+            data = Features({"input_ids": ids,
+                             "token_type_ids": [np.zeros(length, np.int32)] * batch},
+                            {"labels": rng.integers(0, 2, batch).astype(np.int32)})
             step_batch = steps.train_feed(data, np.arange(batch), length)
             train_step = steps.train_step.lower(state, step_batch).compile()
             temp_mb = train_step.memory_analysis().temp_size_in_bytes / 2 ** 20

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from fmt import hf, metrics
 from fmt.data import datasets, tokenize
+from fmt.data.features import Features
 from fmt.train.optim import warmup_steps
 from fmt.train.writers import write_json_atomic
 
@@ -32,15 +33,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def dynamic_batch(data: tokenize.Encoded, indices, pad_id: int) -> dict[str, torch.Tensor]:
+def dynamic_batch(data: Features, indices, pad_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (dynamic padding)."""
-    length = max(len(data.input_ids[i]) for i in indices)
+    input_ids, token_type_ids = data.tokens["input_ids"], data.tokens["token_type_ids"]
+    length = max(len(input_ids[i]) for i in indices)
     ids = np.full((len(indices), length), pad_id, np.int64)
     types = np.zeros_like(ids)
     mask = np.zeros_like(ids)
     for row, i in enumerate(indices):
-        n = len(data.input_ids[i])
-        ids[row, :n], types[row, :n], mask[row, :n] = data.input_ids[i], data.token_type_ids[i], 1
+        n = len(input_ids[i])
+        ids[row, :n], types[row, :n], mask[row, :n] = input_ids[i], token_type_ids[i], 1
     return dict(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
                 attention_mask=torch.from_numpy(mask))
 
@@ -71,7 +73,7 @@ def train_step(model, optimizer, scheduler, batch: dict, labels, max_grad_norm: 
     return loss
 
 
-def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regression: bool):
+def evaluate(model, data: Features, batch_size: int, metric_names, regression: bool):
     model.eval()
     order = np.argsort(data.lengths, kind="stable")
     predictions = np.zeros(len(data), np.float32 if regression else np.int64)
@@ -81,7 +83,7 @@ def evaluate(model, data: tokenize.Encoded, batch_size: int, metric_names, regre
             logits = model(**dynamic_batch(data, indices, data.pad_id)).logits.float().numpy()
             predictions[indices] = logits[:, 0] if regression else logits.argmax(-1)
     model.train()
-    return metrics.compute(metric_names, predictions, data.labels)
+    return metrics.compute(metric_names, predictions, data.examples["labels"])
 
 
 def run(config, workdir: pathlib.Path) -> dict:
@@ -114,7 +116,7 @@ def run(config, workdir: pathlib.Path) -> dict:
             if step == total:
                 break
             batch = dynamic_batch(train, indices.numpy(), train.pad_id)
-            labels = torch.from_numpy(train.labels[indices.numpy()])
+            labels = torch.from_numpy(train.examples["labels"][indices.numpy()])
             labels = labels.float() if data.is_regression else labels.long()
             loss = train_step(model, optimizer, scheduler, batch, labels, config.max_grad_norm)
             step += 1

@@ -114,13 +114,15 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, base_prefix: str,
-                source: str) -> tuple[dict, dict[str, list[str]]]:
+                source: str, ignored: tuple[str, ...] = ()) -> tuple[dict, dict[str, list[str]]]:
     """Fill `init_params` (arrays, or shapes) with checkpoint tensors by the name map.
 
     Weights the checkpoint lacks keep what `init_params` holds for them (a fresh
     initialisation of a new head, or its shape for the caller to initialise);
     tensors the map does not use are reported, as `transformers` reports both.
     A base-model checkpoint (names without `bert.`) loads into a task model.
+    `ignored` names weights that are neither loaded nor reported (a decoder tied
+    to the embeddings).
     """
     tensors = {_canonical(k): v for k, v in tensors.items()}
     prefix = base_prefix + "."
@@ -144,7 +146,8 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
                             "model config")
         _set(params, path, np.asarray(value, dtype=expected.dtype))
         used.add(key)
-    unexpected = sorted(k for k in tensors if k not in used and not k.endswith(_IGNORED_WEIGHTS))
+    unexpected = sorted(k for k in tensors if k not in used and k not in ignored
+                        and not k.endswith(_IGNORED_WEIGHTS))
     return params, {"missing_keys": missing, "unexpected_keys": unexpected}
 
 
@@ -154,8 +157,14 @@ def _copy_tree(tree):
     return tree
 
 
-def report_loading(info: dict[str, list[str]], architecture: str, source: str) -> None:
-    """Say what was not loaded, in the words users know from `transformers`."""
+def report_loading(info: dict[str, list[str]], architecture: str, source: str,
+                   new_head_note: str | None = None) -> None:
+    """Say what was not loaded, in the words users know from `transformers`; with
+    `new_head_note` (a run about to train them), new weights are one info line."""
+    if info["missing_keys"] and new_head_note:
+        log.info("%s: %d weights of %s are newly initialized (%s)", source,
+                 len(info["missing_keys"]), architecture, new_head_note)
+        info = dict(info, missing_keys=[])
     if info["unexpected_keys"]:
         log.warning("Some weights of the model checkpoint at %s were not used when initializing "
                     "%s: %s", source, architecture, info["unexpected_keys"])

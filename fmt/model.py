@@ -1,12 +1,15 @@
 """`fmt.from_pretrained`: a Hugging Face folder in, a callable model with params out.
 
-`Model` bundles what fine-tuning and inference need together: the Flax module,
-its params (a plain nested dict), the family config, the fast tokenizer and the
-label names; `save_pretrained` writes a folder that `transformers` opens.
+`Model` bundles what fine-tuning and inference need together: the Flax module
+(a family's backbone joined to the head its task kind asks for), its params (a
+plain nested dict), the family config, the fast tokenizer and the label names;
+`save_pretrained` writes a folder that `transformers` opens as the matching
+`*For<Task>` class.
 """
 
 import dataclasses
 import functools
+import logging
 import os
 from typing import Any
 
@@ -18,20 +21,27 @@ import numpy as np
 from fmt import hf
 from fmt.errors import UserError
 from fmt.models import FAMILIES
-from fmt.models.heads import SequenceClassifier
+from fmt.models.heads import HeadSpec, TaskModel
 
-TASKS = ("classification",)
+log = logging.getLogger("fmt")
+
+
+def _kinds():
+    from fmt.tasks import KINDS  # tasks import data readers; only loading needs them
+    return KINDS
 
 
 @dataclasses.dataclass
 class Model:
-    module: SequenceClassifier
+    module: TaskModel
     params: dict
     config: Any                         # the family's config dataclass
     hf_config: dict                     # the folder's config.json, kept for export
     tokenizer: Any
-    label_names: tuple[str, ...] | None  # None: regression
+    label_names: tuple[str, ...] | None  # None: regression, or a kind without labels
     loading_info: dict = dataclasses.field(default_factory=dict)
+    task: str = "classification"        # the task kind (fmt.tasks.KINDS)
+    head: HeadSpec | None = None
 
     @property
     def num_labels(self) -> int:
@@ -45,13 +55,20 @@ class Model:
     def family(self):
         return FAMILIES[self.config.model_type][0]
 
+    @property
+    def max_positions(self) -> int:
+        """The longest input, in tokens, that the model's positions allow."""
+        return self.family.max_positions(self.config)
+
     @functools.cached_property
     def _apply(self):
         return jax.jit(lambda params, ids, mask, types: self.module.apply(
             {"params": params}, ids, mask, types, deterministic=True))
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None) -> jax.Array:
-        """Logits `[batch, num_labels]` for a batch of token ids, as `transformers` computes."""
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+        """The task kind's outputs for a batch of token ids, as `transformers`
+        computes them: `[batch, num_labels]` (classification), `[batch, seq,
+        num_labels]` (token classification), `[batch, seq, vocab]` (masked-LM)."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -60,35 +77,33 @@ class Model:
         return self._apply(self.params, input_ids, jnp.asarray(attention_mask),
                            jnp.asarray(token_type_ids))
 
+    def name_map(self) -> list:
+        return self.family.backbone_name_map(self.config, self.head.pooler) + self.head.name_map
+
     def export_config(self) -> dict:
         config = {k: v for k, v in self.hf_config.items()
-                  if k not in ("id2label", "label2id", "num_labels", "_name_or_path")}
+                  if k not in ("id2label", "label2id", "num_labels", "_name_or_path",
+                               "problem_type", "architectures")}
         config.update(self.config.to_hf())
-        names = self.label_names or ("LABEL_0",)
-        config.update(
-            architectures=[self.family.HF_ARCHITECTURE[self.config.model_type]],
-            id2label={str(i): name for i, name in enumerate(names)},
-            label2id={name: i for i, name in enumerate(names)},
-            problem_type=("regression" if self.label_names is None
-                          else "single_label_classification"),
-        )
+        config.update(architectures=[self.head.architecture])
+        config.update(_kinds()[self.task].hf_config_fields(self.label_names))
         return config
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json, model.safetensors and the tokenizer, atomically."""
         params = jax.device_get(self.params)
-        tensors = hf.export_tensors(params, self.family.hf_name_map(self.config))
+        tensors = hf.export_tensors(params, self.name_map())
         hf.write_folder(folder, tensors, self.export_config(), self.tokenizer)
 
 
-def build(config, num_labels: int, dtype=jnp.float32, param_dtype=jnp.float32,
-          remat: bool = False):
-    """The Flax module of a family's sequence classifier."""
+def build(config, task: str = "classification", num_outputs: int = 2, dtype=jnp.float32,
+          param_dtype=jnp.float32, remat: bool = False) -> tuple[TaskModel, HeadSpec]:
+    """The Flax module of a family's backbone with the head that `task` needs."""
     family = FAMILIES[config.model_type][0]
-    encoder, head = family.build_classifier(config, num_labels, dtype, param_dtype, remat)
-    return SequenceClassifier(encoder=encoder, head=head)
-
-
+    head = family.head(_kinds()[task].head, config, num_outputs, dtype, param_dtype)
+    backbone = family.backbone(config, pooler=head.pooler, dtype=dtype,
+                               param_dtype=param_dtype, remat=remat)
+    return TaskModel(encoder=backbone, head=head.module), head
 def _init(module: nn.Module, seed: int):
     ids = jnp.zeros((1, 8), jnp.int32)
     return module.init(jax.random.key(seed), ids, ids, ids)["params"]
@@ -123,22 +138,29 @@ def logical_specs(module: nn.Module) -> dict:
     return nn.get_partition_spec(jax.eval_shape(functools.partial(_init, module, 0)))
 
 
-def _label_names_from(hf_config: dict, num_labels: int | None, label_names):
+def _label_names_from(kind, hf_config: dict, num_labels: int | None, label_names):
     """Label names for the head: given, else the checkpoint's own if it was trained
-    for classification with as many labels, else LABEL_i. None means regression
-    (one output), as `transformers` reads a one-label checkpoint."""
-    if num_labels == 1:
+    for this kind with as many labels, else LABEL_i. None means regression (one
+    output, as `transformers` reads a one-label classifier) or a kind without
+    labels."""
+    if kind.labels is None:
+        if num_labels is not None or label_names is not None:
+            raise UserError(f"task {kind.name!r} has no labels; leave out num_labels and "
+                            "label_names")
+        return None
+    if num_labels == 1 and kind.labels == "classes_or_score":
         return None
     if label_names is not None:
-        if len(label_names) < 2:
+        if len(label_names) < 2 and kind.labels == "classes_or_score":
             raise UserError(f"label_names={tuple(label_names)}: a classifier needs two or "
                             "more labels; use num_labels=1 for regression")
         return tuple(label_names)
-    trained = any(a.endswith("ForSequenceClassification")
+    trained = any(a.endswith(kind.architecture_suffix)
                   for a in hf_config.get("architectures") or [])
     id2label = hf_config.get("id2label") or {}
     if trained and num_labels in (None, len(id2label)):
-        if hf_config.get("problem_type") == "regression" or len(id2label) == 1:
+        if kind.labels == "classes_or_score" and (
+                hf_config.get("problem_type") == "regression" or len(id2label) == 1):
             return None
         if id2label:
             return tuple(id2label[k] for k in sorted(id2label, key=int))
@@ -148,16 +170,21 @@ def _label_names_from(hf_config: dict, num_labels: int | None, label_names):
 def from_pretrained(name_or_folder: str, task: str = "classification",
                     num_labels: int | None = None, label_names=None, *, dtype=jnp.float32,
                     param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None,
-                    remat: bool = False) -> Model:
-    """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`.
+                    remat: bool = False, new_head_note: str | None = None) -> Model:
+    """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`,
+    a task kind: "classification", "token_classification" or "masked_lm".
 
-    `num_labels == 1` is regression (STS-B). Weights the checkpoint lacks, such
-    as a new classification head, are initialised from `seed` and reported.
+    For classification `num_labels == 1` is regression (STS-B). Weights the
+    checkpoint lacks, such as a new head, are initialised from `seed` and
+    reported as `transformers` reports them, or, given `new_head_note`, in one
+    info line with that note (a fine-tuning run is about to train them).
     `dropout`, when given, replaces the config's hidden and attention dropout;
     `remat` recomputes layer activations in the backward pass to save memory.
     """
-    if task not in TASKS:
-        raise UserError(f"task {task!r} is not supported; choose one of {TASKS}")
+    kinds = _kinds()
+    if task not in kinds:
+        raise UserError(f"task {task!r} is not supported; choose one of {tuple(kinds)}")
+    kind = kinds[task]
     folder = hf.resolve_folder(name_or_folder)
     hf_config = hf.read_config(folder)
     model_type = hf_config.get("model_type")
@@ -168,14 +195,18 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     if dropout is not None:
         config = dataclasses.replace(config, hidden_dropout_prob=dropout,
                                      attention_probs_dropout_prob=dropout)
-    names = _label_names_from(hf_config, num_labels, label_names)
+    names = _label_names_from(kind, hf_config, num_labels, label_names)
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise UserError(f"num_labels={num_labels} but {len(names)} label names were given")
-    module = build(config, 1 if names is None else len(names), dtype, param_dtype, remat)
+    num_outputs = config.vocab_size if kind.labels is None else \
+        (1 if names is None else len(names))
+    module, head = build(config, task, num_outputs, dtype, param_dtype, remat)
     family = FAMILIES[model_type][0]
     tensors = hf.read_weights(folder)
-    params, info = hf.load_params(tensors, family.hf_name_map(config), param_shapes(module),
-                                  model_type, str(folder))
-    hf.report_loading(info, family.HF_ARCHITECTURE[model_type], str(folder))
+    name_map = family.backbone_name_map(config, head.pooler) + head.name_map
+    params, info = hf.load_params(tensors, name_map, param_shapes(module),
+                                  family.weight_prefix(config), str(folder), head.ignored)
+    hf.report_loading(info, head.architecture, str(folder), new_head_note)
     params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
-    return Model(module, params, config, hf_config, hf.load_tokenizer(folder), names, info)
+    return Model(module, params, config, hf_config, hf.load_tokenizer(folder), names, info,
+                 task, head)

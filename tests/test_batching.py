@@ -7,17 +7,18 @@ import pytest
 
 from fmt.data.batching import (bucket_lengths, eval_plan, fit_bucket_lengths, make_batch,
                                 train_plan)
-from fmt.data.tokenize import Encoded
+from fmt.data.features import Features
 
 
-def _encoded(n: int = 103, max_len: int = 128, seed: int = 0, pad_id: int = 0) -> Encoded:
+def _encoded(n: int = 103, max_len: int = 128, seed: int = 0, pad_id: int = 0) -> Features:
     """Ragged random examples with lengths in [2, max_len]; ids never equal pad_id."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(2, max_len + 1, n)
     input_ids = [rng.integers(2, 50, k).astype(np.int32) for k in lengths]
     token_type_ids = [(np.arange(k) >= k // 2).astype(np.int32) for k in lengths]
     labels = rng.integers(0, 3, n).astype(np.int32)
-    return Encoded(input_ids, token_type_ids, labels, pad_id)
+    return Features({"input_ids": input_ids, "token_type_ids": token_type_ids},
+                    {"labels": labels}, {"input_ids": pad_id})
 
 
 # --- bucket_lengths -----------------------------------------------------------
@@ -73,7 +74,7 @@ def test_fit_bucket_lengths_drops_empty_buckets_and_rejects_long_sequences():
         fit_bucket_lengths(np.array([3, 7]), 2, 6)
 
 
-def _check_plan(data: Encoded, plan, batch_size: int, buckets: tuple[int, ...]):
+def _check_plan(data: Features, plan, batch_size: int, buckets: tuple[int, ...]):
     seen = np.concatenate([indices for indices, _ in plan])
     assert np.array_equal(np.sort(seen), np.arange(len(data))), "each example exactly once"
     lengths = data.lengths
@@ -96,8 +97,9 @@ def test_train_plan_visits_every_example_once(batch_size):
 def test_train_plan_pads_one_bucket_to_its_length(low, high, expected):
     rng = np.random.default_rng(1)
     lengths = rng.integers(low, high + 1, 37)
-    data = Encoded([np.ones(k, np.int32) for k in lengths],
-                   [np.zeros(k, np.int32) for k in lengths], np.zeros(37, np.int32))
+    data = Features({"input_ids": [np.ones(k, np.int32) for k in lengths],
+                     "token_type_ids": [np.zeros(k, np.int32) for k in lengths]},
+                    {"labels": np.zeros(37, np.int32)})
     plan = train_plan(data, 8, bucket_lengths(128), seed=0, epoch=0)
     assert {length for _, length in plan} == {expected}
     assert sorted(len(indices) for indices, _ in plan) == [5] + [8] * 4
@@ -163,12 +165,12 @@ def test_make_batch_pads_and_weights():
     assert batch["labels"].dtype == np.int32
     np.testing.assert_array_equal(batch["weights"], [1, 1, 1, 0, 0])
     assert batch["weights"].dtype == np.float32
-    np.testing.assert_array_equal(batch["labels"][:3], data.labels[indices])
+    np.testing.assert_array_equal(batch["labels"][:3], data.examples["labels"][indices])
     for row, i in enumerate(indices):
-        n = len(data.input_ids[i])
-        np.testing.assert_array_equal(batch["input_ids"][row, :n], data.input_ids[i])
+        n = len(data.tokens["input_ids"][i])
+        np.testing.assert_array_equal(batch["input_ids"][row, :n], data.tokens["input_ids"][i])
         np.testing.assert_array_equal(batch["input_ids"][row, n:], 1)
-        np.testing.assert_array_equal(batch["token_type_ids"][row, :n], data.token_type_ids[i])
+        np.testing.assert_array_equal(batch["token_type_ids"][row, :n], data.tokens["token_type_ids"][i])
         np.testing.assert_array_equal(batch["token_type_ids"][row, n:], 0)
         np.testing.assert_array_equal(batch["attention_mask"][row], np.arange(32) < n)
     # Filler rows: all padding, masked out, weight 0.
@@ -179,7 +181,7 @@ def test_make_batch_pads_and_weights():
 
 def test_make_batch_float_labels_for_regression():
     data = _encoded(n=4, max_len=10)
-    data.labels = np.array([0.5, 1.5, 2.5, 3.5], np.float32)
+    data.examples["labels"] = np.array([0.5, 1.5, 2.5, 3.5], np.float32)
     batch = make_batch(data, np.array([3, 1]), length=16, batch_size=4)
     assert batch["labels"].dtype == np.float32
     np.testing.assert_array_equal(batch["labels"], [3.5, 1.5, 0.0, 0.0])

@@ -107,7 +107,7 @@ def _tiny_bert_params():
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=32,
                         max_position_embeddings=64)
-    return init_params(build(config, num_labels=2), seed=0)
+    return init_params(build(config, "classification", 2)[0], seed=0)
 
 
 def test_decay_mask_on_bert_params():

@@ -130,7 +130,7 @@ def test_early_stopping_exports_the_best_model(tmp_path, tiny_model):
     from fmt.data import datasets, tokenize
     from fmt.train import sharding
     from fmt.train.loop import evaluate
-    from fmt.tasks.classification import ClassificationTask
+    from fmt.tasks.classification import Classification
     import jax
     import numpy as np
     exported = from_pretrained(str(workdir / "model"))
@@ -138,10 +138,10 @@ def test_early_stopping_exports_the_best_model(tmp_path, tiny_model):
     config.update(task="rte", data_dir=str(GLUE), max_eval_examples=32)
     encoded = tokenize.encode(exported.tokenizer, datasets.load(config).evals["validation"],
                               ("sentence1", "sentence2"), 64)
-    step = jax.jit(lambda p, b: exported.module.apply(
-        {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"]))
+    step = jax.jit(lambda p, b: {"logits": exported.module.apply(
+        {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"])})
     feed = sharding.BatchFeeder(sharding.make_mesh(), 8)
-    metrics, _ = evaluate(step, exported.params, encoded, ClassificationTask(2), feed, (32, 64))
+    metrics, _ = evaluate(step, exported.params, encoded, Classification(), feed, (32, 64))
     assert np.isclose(metrics["accuracy"], best_value)
 
 

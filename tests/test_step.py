@@ -15,10 +15,10 @@ import optax
 import pytest
 
 from fmt.data.batching import make_batch
-from fmt.data.tokenize import Encoded
+from fmt.data.features import Features
 from fmt.model import build, init_params, logical_specs
 from fmt.models.bert import BertConfig
-from fmt.tasks.classification import ClassificationTask
+from fmt.tasks.classification import Classification
 from fmt.train import optim, sharding
 from fmt.train.config import default_config
 from fmt.train.step import make_eval_step, make_train_step, penalty
@@ -35,7 +35,7 @@ L2 = 1e-2  # the dropout-free step trains with an L2 penalty
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def _data(n: int = 8, regression: bool = False, seed: int = 0) -> Encoded:
+def _data(n: int = 8, regression: bool = False, seed: int = 0) -> Features:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(4, LENGTH + 1, n)
     lengths[0] = LENGTH
@@ -45,10 +45,11 @@ def _data(n: int = 8, regression: bool = False, seed: int = 0) -> Encoded:
         labels = rng.uniform(0, 5, n).astype(np.float32)
     else:
         labels = (np.arange(n) % 2).astype(np.int32)
-    return Encoded(input_ids, token_type_ids, labels, pad_id=0)
+    return Features({"input_ids": input_ids, "token_type_ids": token_type_ids},
+                    {"labels": labels})
 
 
-def _batch(data: Encoded, indices, batch_size: int = BATCH) -> dict:
+def _batch(data: Features, indices, batch_size: int = BATCH) -> dict:
     return make_batch(data, np.asarray(list(indices)), LENGTH, batch_size)
 
 
@@ -69,12 +70,12 @@ class Setup:
 
 def _setup(mesh, bert, params, num_labels=2, l1=0.0, l2=0.0, **options) -> Setup:
     """Module, jitted train step and a fresh state, as fmt.train.loop builds them."""
-    module = build(bert, num_labels=num_labels, **options)
+    module = build(bert, "classification", num_labels, **options)[0]
     optimizer, schedule = optim.make_optimizer(_config(), TOTAL_STEPS)
     specs = logical_specs(module)
     state = sharding.create_state(sharding.state_shardings(mesh, params, specs, optimizer),
                                   params, optimizer, seed=0)
-    task = ClassificationTask(num_labels)
+    task = Classification(regression=num_labels == 1)
     step = jax.jit(make_train_step(module, task, optimizer, schedule, l1, l2),
                    compiler_options=FAST_COMPILE)
     return Setup(module, step, schedule, state)
@@ -87,7 +88,7 @@ def mesh():
 
 @pytest.fixture(scope="module")
 def params():
-    return init_params(build(BERT, num_labels=2), seed=0)
+    return init_params(build(BERT, "classification", 2)[0], seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,9 @@ def plain(mesh, params):
 
 @pytest.fixture(scope="module")
 def eval_step():
-    return jax.jit(make_eval_step(build(BERT, num_labels=2)), compiler_options=FAST_COMPILE)
+    step = jax.jit(make_eval_step(build(BERT, "classification", 2)[0], Classification()),
+                   compiler_options=FAST_COMPILE)
+    return lambda params, batch: step(params, batch)["logits"]
 
 
 def _assert_trees_close(a, b, **kw):
@@ -174,7 +177,7 @@ def test_bfloat16_compute_keeps_float32_params_optimizer_state_and_loss(mesh, pa
     # bfloat16 keeps 8 bits of mantissa: close to the float32 loss, not equal to it.
     assert float(metrics["train_loss"]) == pytest.approx(float(expected["train_loss"]), abs=2e-2)
     assert float(metrics["train_loss"]) != float(expected["train_loss"])
-    logits = jax.jit(make_eval_step(low.module))(params, batch)
+    logits = jax.jit(make_eval_step(low.module, Classification()))(params, batch)["logits"]
     assert logits.dtype == jnp.float32
 
 
@@ -251,10 +254,15 @@ def test_regression_task_loss_is_squared_error():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 1)).astype(np.float32)
     labels = rng.uniform(0, 5, 6).astype(np.float32)
-    task = ClassificationTask(1)
-    assert task.is_regression
-    np.testing.assert_allclose(task.loss(jnp.asarray(logits), jnp.asarray(labels)),
+    task = Classification(regression=True)
+    np.testing.assert_allclose(task.example_loss(jnp.asarray(logits), jnp.asarray(labels)),
                                (logits[:, 0] - labels) ** 2, rtol=1e-6)
+    weights = np.array([1, 1, 1, 1, 0, 0], np.float32)
+    total, weight = task.loss(jnp.asarray(logits), {"labels": jnp.asarray(labels),
+                                                     "weights": jnp.asarray(weights)})
+    assert float(weight) == 4.0
+    assert float(total) == pytest.approx(float(((logits[:4, 0] - labels[:4]) ** 2).sum()),
+                                         rel=1e-6)
     np.testing.assert_array_equal(task.predict(logits), logits[:, 0])
 
 
@@ -268,10 +276,11 @@ def test_regression_train_step_loss_is_mean_squared_error(mesh, params):
     data = _data(regression=True)
     batch = _batch(data, range(5))
     assert batch["labels"].dtype == np.float32
-    logits = np.asarray(jax.jit(make_eval_step(setup.module), compiler_options=FAST_COMPILE)(
-        reg_params, batch))
+    eval_step = jax.jit(make_eval_step(setup.module, Classification(regression=True)),
+                        compiler_options=FAST_COMPILE)
+    logits = np.asarray(eval_step(reg_params, batch)["logits"])
     assert logits.shape == (BATCH, 1)
-    expected = np.mean((logits[:5, 0] - data.labels[:5]) ** 2)
+    expected = np.mean((logits[:5, 0] - data.examples["labels"][:5]) ** 2)
     state, metrics = setup.step(setup.state, batch)
     assert float(metrics["train_loss"]) == pytest.approx(float(expected), rel=1e-5)
     assert int(state["step"]) == 1

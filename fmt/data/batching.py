@@ -9,7 +9,7 @@ same batches as an uninterrupted one.
 
 import numpy as np
 
-from fmt.data.tokenize import Encoded
+from fmt.data.features import Features
 
 Batch = dict[str, np.ndarray]
 # A planned batch: the example indices it holds and the length it is padded to.
@@ -58,14 +58,14 @@ def fit_bucket_lengths(lengths: np.ndarray, count: int, longest: int) -> tuple[i
                  if b == longest or at_most[b] > (at_most[buckets[i - 1]] if i else 0))
 
 
-def _bucket_ids(data: Encoded, buckets: tuple[int, ...]) -> np.ndarray:
+def _bucket_ids(data: Features, buckets: tuple[int, ...]) -> np.ndarray:
     if len(data) and data.lengths.max() > buckets[-1]:
         raise ValueError(f"a sequence of {data.lengths.max()} tokens exceeds the longest "
                          f"bucket {buckets[-1]}; tokenize with max_seq_length <= {buckets[-1]}")
     return np.searchsorted(np.asarray(buckets), data.lengths, side="left")
 
 
-def train_plan(data: Encoded, batch_size: int, buckets: tuple[int, ...], seed: int,
+def train_plan(data: Features, batch_size: int, buckets: tuple[int, ...], seed: int,
                epoch: int) -> Plan:
     """One epoch of shuffled batches that visits every example once.
 
@@ -89,7 +89,7 @@ def train_plan(data: Encoded, batch_size: int, buckets: tuple[int, ...], seed: i
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
-def eval_plan(data: Encoded, batch_size: int, buckets: tuple[int, ...]) -> Plan:
+def eval_plan(data: Features, batch_size: int, buckets: tuple[int, ...]) -> Plan:
     """Every example exactly once, sorted by length so that padding stays small."""
     order = np.argsort(data.lengths, kind="stable")
     bucket_ids = _bucket_ids(data, buckets)
@@ -97,28 +97,32 @@ def eval_plan(data: Encoded, batch_size: int, buckets: tuple[int, ...]) -> Plan:
             for i in range(0, len(order), batch_size)]
 
 
-def make_batch(data: Encoded, indices: np.ndarray, length: int, batch_size: int,
+def make_batch(data: Features, indices: np.ndarray, length: int, batch_size: int,
                rows: np.ndarray | None = None) -> Batch:
     """Pad `indices` to `[batch_size, length]` arrays; filler rows get weight 0.
 
-    `rows` selects the rows of that batch to build (a process builds only the
-    rows its devices hold); all of them by default.
+    Per-token fields are padded with their pad value, per-example fields keep
+    their shape; `attention_mask` marks each row's tokens. `rows` selects the
+    rows of that batch to build (a process builds only the rows its devices
+    hold); all of them by default.
     """
     rows = np.arange(batch_size) if rows is None else np.asarray(rows)
-    input_ids = np.full((len(rows), length), data.pad_id, np.int32)
-    token_type_ids = np.zeros((len(rows), length), np.int32)
+    token_specs, example_specs = data.field_specs()
+    batch = {name: np.full((len(rows), length), pad, dtype)
+             for name, (dtype, pad) in token_specs.items()}
+    batch.update({name: np.zeros((len(rows), *shape), dtype)
+                  for name, (dtype, shape) in example_specs.items()})
     attention_mask = np.zeros((len(rows), length), np.int32)
-    labels = np.zeros((len(rows),), data.labels.dtype)
     weights = np.zeros((len(rows),), np.float32)
     for out, row in enumerate(rows):
         if row >= len(indices):
             continue
-        i = indices[row]
-        n = len(data.input_ids[i])
-        input_ids[out, :n] = data.input_ids[i]
-        token_type_ids[out, :n] = data.token_type_ids[i]
+        tokens, example = data.example(indices[row])
+        n = len(tokens["input_ids"])
+        for name, values in tokens.items():
+            batch[name][out, :n] = values
+        for name, value in example.items():
+            batch[name][out] = value
         attention_mask[out, :n] = 1
-        labels[out] = data.labels[i]
         weights[out] = 1.0
-    return dict(input_ids=input_ids, attention_mask=attention_mask,
-                token_type_ids=token_type_ids, labels=labels, weights=weights)
+    return dict(batch, attention_mask=attention_mask, weights=weights)

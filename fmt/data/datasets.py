@@ -5,9 +5,11 @@ text fields, label names (None for regression) and metric names.
 """
 
 import dataclasses
+import logging
 
-from fmt.data import glue, sources
-from fmt.errors import UserError
+from fmt.data import glue, sources, text
+
+log = logging.getLogger("fmt")
 
 
 @dataclasses.dataclass
@@ -54,15 +56,24 @@ def _load_glue(config) -> TaskData:
 
 
 def _load_files(config) -> TaskData:
-    if not config.eval_file:
-        raise UserError("--config.eval_file is empty; give a file to evaluate on along with "
-                        "--config.train_file")
     fields = tuple(config.text_fields)
     train, names = sources.read_file(config.train_file, fields, config.label_field,
                                      regression=config.regression)
-    evals, _ = sources.read_file(config.eval_file, fields, config.label_field,
-                                 label_names=names, regression=config.regression)
+    origins = {"train": config.train_file, "validation": config.eval_file}
+    if config.eval_file:
+        evals, _ = sources.read_file(config.eval_file, fields, config.label_field,
+                                     label_names=names, regression=config.regression)
+    else:
+        train, evals = text.held_out(train, config.eval_fraction, config.seed)
+        origins["validation"] = f"{config.train_file} (held out: --config.eval_fraction)"
+        log.info("no --config.eval_file: evaluating on %d held-out rows of %s (set "
+                 "--config.eval_file to evaluate on a file of your own)", len(evals),
+                 config.train_file)
+    splits = {"validation": evals}
+    if config.test_file:
+        splits["test"], _ = sources.read_file(config.test_file, fields, config.label_field,
+                                              label_names=names, regression=config.regression)
+        origins["test"] = config.test_file
     metric_names = ("pearson", "spearman") if config.regression else tuple(config.metrics)
     return TaskData("custom", fields, None if config.regression else names, metric_names,
-                    train, {"validation": evals},
-                    {"train": config.train_file, "validation": config.eval_file})
+                    train, splits, origins)

@@ -34,10 +34,8 @@ def read_glue_dir(spec: TaskSpec, data_dir: str, split: str) -> list[Record]:
     # GLUE text is raw: `"` is an ordinary character, so quoting stays off.
     header, rows = _tsv_rows(path, _read_text(path), spec.column_names)
     fields = dict(zip(spec.text_fields, spec.text_columns))
-    _require_columns(
-        path, header, [*fields.values(), spec.label_column],
-        f"is it the {spec.glue_dir} folder of the original glue_data?",
-    )
+    glue_fix = f"is it the {spec.glue_dir} folder of the original glue_data?"
+    _require_columns(path, header, [*fields.values(), spec.label_column], lambda _: glue_fix)
     # Official GLUE rows are kept as published, even with an empty text.
     examples = _examples(path, rows, fields, spec.label_column, allow_empty=True)
     if spec.is_regression:
@@ -100,22 +98,31 @@ def read_file(
         )
     text = _read_text(path)
     fields = {field: field for field in text_fields}
+    fix = _flag_fix(text_fields, label_field)
     if extension in (".jsonl", ".json"):
         rows = _jsonl_rows(path, text)
     else:
         reader = _tsv_rows if extension == ".tsv" else _csv_rows
         header, rows = reader(path, text)
-        _require_columns(
-            path, header, [*text_fields, label_field],
-            "name the text and label fields after these columns",
-        )
-    examples = _examples(path, rows, fields, label_field, allow_empty=False)
+        _require_columns(path, header, [*text_fields, label_field], fix)
+    examples = _examples(path, rows, fields, label_field, allow_empty=False, fix=fix)
     if regression:
         return _labelled(path, examples, _to_score), None
     if label_names is None:
         keyed = _labelled(path, examples, _label_key)
         label_names = tuple(sorted({record["label"] for record in keyed}))
     return _labelled(path, examples, _class_id(label_names)), label_names
+
+
+def _flag_fix(text_fields: tuple[str, ...], label_field: str) -> Callable[[str], str]:
+    """Advice for a column that a user's file lacks: the flag that names it."""
+    def fix(column: str) -> str:
+        if column == label_field:
+            return "set --config.label_field to the column holding the labels"
+        given = ",".join(text_fields)
+        return (f"set --config.text_fields to the text column, or two for a pair "
+                f"(now --config.text_fields={given})")
+    return fix
 
 
 def _glue_file(spec: TaskSpec, data_dir: str, split: str) -> str:
@@ -242,12 +249,15 @@ def _check_width(path: str, line: int, expected: int, found: int, kind: str, fix
         )
 
 
-def _require_columns(path: str, header: list[str], needed: list[str], fix: str) -> None:
-    """Fail on the first needed column that the header does not name."""
+def _require_columns(
+    path: str, header: list[str], needed: list[str], fix: Callable[[str], str]
+) -> None:
+    """Fail on the first needed column that the header does not name; `fix`
+    says, for that column, what to change."""
     for column in needed:
         if column not in header:
             raise UserError(
-                f"{path}: no column {column!r} (columns: {', '.join(header)}); {fix}"
+                f"{path}: no column {column!r} (columns: {', '.join(header)}); {fix(column)}"
             )
 
 
@@ -257,18 +267,21 @@ def _examples(
     fields: dict[str, str],
     label_column: str,
     allow_empty: bool,
+    fix: Callable[[str], str] | None = None,
 ) -> list[tuple[int, dict[str, str], object]]:
     """(line, text per field, raw label) for each row, after checking its cells.
 
-    `fields` maps each record field to the column holding it.
+    `fields` maps each record field to the column holding it; `fix` advises on
+    a field that a row lacks, besides giving it to the row.
     """
     examples = []
     for number, row in rows:
         for column in [*fields.values(), label_column]:
             if column not in row:
+                advice = f" or {fix(column)}" if fix is not None else ""
                 raise UserError(
                     f"{path}:{number}: no field {column!r} (fields: {', '.join(row)}); "
-                    f"give every row a {column!r}"
+                    f"give every row a {column!r}{advice}"
                 )
         texts = {
             field: _text(path, number, column, row[column], allow_empty)

@@ -1,38 +1,19 @@
-"""Records -> token ids, with the checkpoint's fast tokenizer.
+"""Text records -> token ids, with the checkpoint's fast tokenizer.
 
 Sequences stay ragged here (one int32 array per example); batching pads them
 to a bucket length. Pairs are truncated longest-first, as `transformers` does.
 """
 
-import dataclasses
-import functools
-
 import numpy as np
 
+from fmt.data.features import Features
 from fmt.errors import UserError
-
-
-@dataclasses.dataclass
-class Encoded:
-    """A tokenized split: ragged ids and token types, one label per example."""
-    input_ids: list[np.ndarray]
-    token_type_ids: list[np.ndarray]
-    labels: np.ndarray  # int32 class ids, or float32 for regression
-    pad_id: int = 0     # the tokenizer's padding id (RoBERTa's is 1)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @functools.cached_property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), np.int32, len(self.input_ids))
-
 
 CHUNK = 4096  # records tokenized at a time
 
 
 def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq_length: int,
-           regression: bool = False, source: str = "data", allow_empty: bool = False) -> Encoded:
+           regression: bool = False, source: str = "data", allow_empty: bool = False) -> Features:
     """Tokenize one or two text fields per record (a pair when two) and their labels.
 
     A text with no tokens is an error in a user's file; official GLUE data keeps
@@ -57,7 +38,17 @@ def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq
         _check_not_empty(tokenizer, text_fields, columns, source)
     labels = np.asarray([r["label"] for r in records],
                         np.float32 if regression else np.int32)
-    return Encoded(input_ids, token_type_ids, labels, tokenizer.pad_token_id or 0)
+    return Features({"input_ids": input_ids, "token_type_ids": token_type_ids},
+                    {"labels": labels}, {"input_ids": pad_id(tokenizer)})
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads inputs: the tokenizer's pad token, else its end-of-text
+    token (GPT-2 has no pad token; padded positions are masked out anyway)."""
+    for token_id in (tokenizer.pad_token_id, getattr(tokenizer, "eos_token_id", None)):
+        if token_id is not None:
+            return int(token_id)
+    return 0
 
 
 def _check_not_empty(tokenizer, text_fields, columns, source: str) -> None:

@@ -6,6 +6,7 @@ says which way each metric any task reports improves, for early stopping and
 best-model keeping.
 """
 
+from fmt.metrics.entities import entity_scores
 from fmt.metrics.numeric import (METRICS, accuracy, compute, f1, matthews_corrcoef, pearson,
                                  precision, recall, spearman)
 
@@ -19,5 +20,5 @@ def higher_is_better(name: str) -> bool:
     return name.rsplit("/", 1)[-1].removeprefix("eval_") not in LOWER_IS_BETTER
 
 
-__all__ = ["METRICS", "accuracy", "compute", "f1", "higher_is_better", "matthews_corrcoef",
-           "pearson", "precision", "recall", "spearman"]
+__all__ = ["METRICS", "accuracy", "compute", "entity_scores", "f1", "higher_is_better",
+           "matthews_corrcoef", "pearson", "precision", "recall", "spearman"]

@@ -1,6 +1,16 @@
-"""Model families. Each family module provides a config class with `from_hf`,
-`build_classifier(config, num_labels, dtype, param_dtype)`, `hf_name_map(config)`
-and `HF_ARCHITECTURE`; a new family is a new file plus one line here."""
+"""Model families. A family module provides:
+
+- a config dataclass with `from_hf(dict)` and `to_hf() -> dict`;
+- `backbone(config, *, pooler, dtype, param_dtype, remat)`: a module taking
+  `(input_ids, attention_mask, token_type_ids, deterministic)` and returning a
+  `heads.BackboneOutput`;
+- `backbone_name_map(config, pooler)` and `weight_prefix(config)`: the HF names
+  of the backbone's weights;
+- `head(kind, config, num_outputs, dtype, param_dtype) -> heads.HeadSpec` for
+  each head kind it has (task kinds name the head they need).
+
+A new family is a new file plus one line here.
+"""
 
 from fmt.models import bert
 

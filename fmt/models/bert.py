@@ -1,9 +1,13 @@
-"""BERT and RoBERTa encoders, their configs, and their Hugging Face name map.
+"""BERT and RoBERTa encoders, their configs, their heads and Hugging Face names.
 
 RoBERTa is BERT with three differences that matter here: position ids start
 after the padding index and skip padding, there is one token type, and the
 classification head reads `<s>` through its own dense-tanh-dense block instead
 of BERT's pooler. Both share this file.
+
+The family interface (see fmt/models/__init__.py): `backbone(...)`,
+`backbone_name_map(config)` (weights under the `bert.`/`roberta.` prefix) and
+`head(kind, ...)`, the `HeadSpec` of each head kind this family has.
 """
 
 import dataclasses
@@ -13,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fmt.errors import UserError
 from fmt.models import heads, layers
 
 Dtype = Any
@@ -68,21 +73,23 @@ class BertEmbeddings(nn.Module):
             position_ids = jnp.cumsum(not_pad, axis=1) * not_pad + cfg.pad_token_id
         else:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-        x = layers.embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="word", **kw)(
-            input_ids)
+        word = layers.embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="word", **kw)
+        x = word(input_ids)
         x += layers.embed(cfg.max_position_embeddings, cfg.hidden_size, (None, "embed"),
                           name="position", **kw)(position_ids)
         x += layers.embed(cfg.type_vocab_size, cfg.hidden_size, (None, "embed"),
                           name="token_type", **kw)(token_type_ids)
         x = layers.layer_norm(cfg.layer_norm_eps, dtype=self.dtype,
                               param_dtype=self.param_dtype, name="norm")(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic), word.embedding
 
 
 class BertEncoder(nn.Module):
     """Embeddings, post-LN layers and (for BERT) the tanh pooler over `[CLS]`.
 
-    Returns `(hidden_states [batch, length, hidden], pooled [batch, hidden] or None)`.
+    Returns a `BackboneOutput`: hidden states `[batch, length, hidden]`, the
+    pooled `[CLS]` `[batch, hidden]` (None without the pooler), and the word
+    embeddings for a tied decoder.
     `remat` recomputes each layer's activations in the backward pass instead of
     keeping them: activation memory of one layer instead of all, for about a
     third more compute.
@@ -101,7 +108,7 @@ class BertEncoder(nn.Module):
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = BertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
+        x, embedding = BertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
             input_ids, token_type_ids, deterministic)
         x = x.astype(self.dtype)
         # static_argnums counts `self`: argument 3 is `deterministic`.
@@ -125,25 +132,73 @@ class BertEncoder(nn.Module):
             pooled = jnp.tanh(layers.dense(
                 cfg.hidden_size, ("embed", "embed_out"), init_std=cfg.initializer_range,
                 dtype=self.dtype, param_dtype=self.param_dtype, name="pooler")(x[:, 0]))
-        return x, pooled
+        return heads.BackboneOutput(x, pooled, embedding)
 
 
-def build_classifier(config: BertConfig, num_labels: int, dtype: Dtype,
-                     param_dtype: Dtype, remat: bool = False) -> tuple[nn.Module, nn.Module]:
-    """The encoder and sequence-classification head of this family."""
-    is_roberta = config.model_type == "roberta"
-    encoder = BertEncoder(config, add_pooler=not is_roberta, dtype=dtype,
-                          param_dtype=param_dtype, remat=remat)
-    head_cls = heads.RobertaClassifierHead if is_roberta else heads.PooledClassifierHead
-    head = head_cls(num_labels, config.head_dropout, config.initializer_range, dtype=dtype,
-                    param_dtype=param_dtype)
-    return encoder, head
+def backbone(config: BertConfig, *, pooler: bool, dtype: Dtype = jnp.float32,
+             param_dtype: Dtype = jnp.float32, remat: bool = False) -> BertEncoder:
+    return BertEncoder(config, add_pooler=pooler and config.model_type != "roberta",
+                       dtype=dtype, param_dtype=param_dtype, remat=remat)
+
+
+def head(kind: str, config: BertConfig, num_outputs: int, dtype: Dtype = jnp.float32,
+         param_dtype: Dtype = jnp.float32) -> heads.HeadSpec:
+    """This family's head of `kind`, with its HF names and architecture."""
+    roberta = config.model_type == "roberta"
+    arch = "Roberta" if roberta else "Bert"
+    kw = dict(init_std=config.initializer_range, dtype=dtype, param_dtype=param_dtype)
+    if kind == "sequence_classification":
+        if roberta:
+            return heads.HeadSpec(
+                heads.RobertaClassifierHead(num_outputs, config.head_dropout, **kw),
+                _linear("classifier.dense", ("head", "dense"))
+                + _linear("classifier.out_proj", ("head", "out_proj")),
+                f"{arch}ForSequenceClassification")
+        return heads.HeadSpec(heads.PooledClassifierHead(num_outputs, config.head_dropout, **kw),
+                              _linear("classifier", ("head", "classifier")),
+                              f"{arch}ForSequenceClassification", pooler=True)
+    if kind == "token_classification":
+        return heads.HeadSpec(heads.TokenClassifierHead(num_outputs, config.head_dropout, **kw),
+                              _linear("classifier", ("head", "classifier")),
+                              f"{arch}ForTokenClassification")
+    if kind == "masked_lm":
+        # RoBERTa's LM head applies GELU whatever the config's activation says.
+        module = heads.MaskedLMHead("gelu" if roberta else config.hidden_act,
+                                    config.layer_norm_eps, **kw)
+        hf = "lm_head" if roberta else "cls.predictions"
+        transform = "lm_head" if roberta else "cls.predictions.transform"
+        norm = "lm_head.layer_norm" if roberta else "cls.predictions.transform.LayerNorm"
+        return heads.HeadSpec(
+            module,
+            _linear(f"{transform}.dense", ("head", "dense")) + _norm(norm, ("head", "norm"))
+            + [(f"{hf}.bias", ("head", "bias"), "copy")],
+            f"{arch}ForMaskedLM",
+            # The decoder is the word embeddings (and its bias `bias`): tied again on load.
+            ignored=(f"{hf}.decoder.weight", f"{hf}.decoder.bias"))
+    raise UserError(f"model_type {config.model_type!r} has no {kind} head; "
+                    f"{config.model_type} supports {', '.join(HEAD_KINDS)}")
+
+
+HEAD_KINDS = ("sequence_classification", "token_classification", "masked_lm")
 
 
 # --- Hugging Face name map -------------------------------------------------
 # (HF weight name, fmt param path, transform). "linear": torch's Linear stores
 # weight as [out, in]; Flax's Dense kernel is [in, out].
-WeightName = tuple[str, tuple[str, ...], str]
+WeightName = heads.WeightName
+
+
+def max_positions(config: BertConfig) -> int:
+    """The longest input the position table allows (RoBERTa's starts after padding)."""
+    if config.model_type == "roberta":
+        return config.max_position_embeddings - config.pad_token_id - 1
+    return config.max_position_embeddings
+
+
+def weight_prefix(config: BertConfig) -> str:
+    """The prefix of backbone weights in a task checkpoint (`bert.` in
+    `bert.encoder...`); a base-model checkpoint has none."""
+    return config.model_type
 
 
 def _linear(hf: str, path: tuple[str, ...]) -> list[WeightName]:
@@ -154,9 +209,9 @@ def _norm(hf: str, path: tuple[str, ...]) -> list[WeightName]:
     return [(f"{hf}.weight", path + ("scale",), "copy"), (f"{hf}.bias", path + ("bias",), "copy")]
 
 
-def hf_name_map(config: BertConfig) -> list[WeightName]:
-    """Every weight of a `*ForSequenceClassification` checkpoint of this family."""
-    base = config.model_type  # "bert." / "roberta." prefix of the encoder weights
+def backbone_name_map(config: BertConfig, pooler: bool) -> list[WeightName]:
+    """Every backbone weight, under the family's prefix (`bert.`, `roberta.`)."""
+    base = config.model_type  # the weight prefix of the backbone
     enc = ("encoder",)
     names = [
         (f"{base}.embeddings.word_embeddings.weight", enc + ("embeddings", "word", "embedding"), "copy"),
@@ -176,14 +231,6 @@ def hf_name_map(config: BertConfig) -> list[WeightName]:
         names += _linear(f"{hf}.intermediate.dense", fm + ("mlp", "up"))
         names += _linear(f"{hf}.output.dense", fm + ("mlp", "down"))
         names += _norm(f"{hf}.output.LayerNorm", fm + ("mlp_norm",))
-    if config.model_type == "roberta":
-        names += _linear("classifier.dense", ("head", "dense"))
-        names += _linear("classifier.out_proj", ("head", "out_proj"))
-    else:
+    if pooler and config.model_type != "roberta":
         names += _linear(f"{base}.pooler.dense", enc + ("pooler",))
-        names += _linear("classifier", ("head", "classifier"))
     return names
-
-
-HF_ARCHITECTURE = {"bert": "BertForSequenceClassification",
-                   "roberta": "RobertaForSequenceClassification"}

@@ -1,27 +1,60 @@
-"""Task heads that sit on an encoder, and the module that joins the two."""
+"""Task heads, the module that joins a backbone to one, and what a family says
+about each head it supports (`HeadSpec`).
 
-from typing import Any
+A backbone returns a `BackboneOutput`; a head turns it into the task kind's
+outputs: `[batch, num_labels]` for sequence classification, `[batch, seq,
+num_labels]` for token classification, `[batch, seq, vocab]` for masked-LM.
+Heads are generic; the Hugging Face names of their weights differ by family,
+so each family pairs a head with its names and architecture in a `HeadSpec`.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from fmt.models import layers
 
 Dtype = Any
+# (HF weight name, fmt param path, transform), as in each family's name map.
+WeightName = tuple[str, tuple[str, ...], str]
 
 
-class SequenceClassifier(nn.Module):
-    """An encoder and a head: token ids in, float32 logits `[batch, num_labels]` out.
+class BackboneOutput(NamedTuple):
+    hidden: jax.Array            # [batch, seq, hidden], compute dtype
+    pooled: jax.Array | None     # [batch, hidden] (BERT's pooler), or None
+    embedding: jax.Array         # [vocab, hidden] word embeddings, for tied decoders
 
-    The encoder returns `(hidden_states, pooled or None)`; the head reads either.
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """One head of one family: the module, its weights' HF names (under the
+    fmt param path `("head", ...)`), the HF class it matches, whether the
+    backbone needs its pooler, and HF weights that loading ignores (a decoder
+    tied to the embeddings, which `transformers` ties again on load)."""
+    module: nn.Module
+    name_map: list[WeightName]
+    architecture: str
+    pooler: bool = False
+    ignored: tuple[str, ...] = ()
+
+
+class TaskModel(nn.Module):
+    """A backbone and a head: token ids in, the head's float32 outputs out.
+
+    The backbone's slot is named `encoder`, as it was when encoders were the
+    only backbones: Flax derives each dropout stream from the module path, so
+    the name keeps runs (and checkpoints' param paths) what they were.
     """
     encoder: nn.Module
     head: nn.Module
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  deterministic: bool = True):
-        hidden, pooled = self.encoder(input_ids, attention_mask, token_type_ids, deterministic)
-        return self.head(hidden, pooled, deterministic).astype(jnp.float32)
+        out = self.encoder(input_ids, attention_mask, token_type_ids, deterministic)
+        return jax.tree.map(lambda x: x.astype(jnp.float32), self.head(out, deterministic))
 
 
 class PooledClassifierHead(nn.Module):
@@ -33,8 +66,8 @@ class PooledClassifierHead(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden, pooled, deterministic: bool):
-        x = nn.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
+    def __call__(self, out: BackboneOutput, deterministic: bool):
+        x = nn.Dropout(self.dropout_rate)(out.pooled, deterministic=deterministic)
         return layers.dense(self.num_labels, ("embed", None), init_std=self.init_std,
                             dtype=self.dtype, param_dtype=self.param_dtype,
                             name="classifier")(x)
@@ -49,8 +82,9 @@ class RobertaClassifierHead(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden, pooled, deterministic: bool):
+    def __call__(self, out: BackboneOutput, deterministic: bool):
         kw = dict(init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype)
+        hidden = out.hidden
         x = nn.Dropout(self.dropout_rate)(hidden[:, 0], deterministic=deterministic)
         x = jnp.tanh(layers.dense(hidden.shape[-1], ("embed", "embed_out"), name="dense",
                                   **kw)(x))
@@ -58,3 +92,42 @@ class RobertaClassifierHead(nn.Module):
         return layers.dense(self.num_labels, ("embed", None), name="out_proj", **kw)(x)
 
 
+class TokenClassifierHead(nn.Module):
+    """Dropout and one dense layer on every token: `[batch, seq, num_labels]`."""
+    num_labels: int
+    dropout_rate: float
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, deterministic: bool):
+        x = nn.Dropout(self.dropout_rate)(out.hidden, deterministic=deterministic)
+        return layers.dense(self.num_labels, ("embed", None), init_std=self.init_std,
+                            dtype=self.dtype, param_dtype=self.param_dtype,
+                            name="classifier")(x)
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's and RoBERTa's LM head: dense, activation, LayerNorm, then a decoder
+    tied to the word embeddings plus its own bias: `[batch, seq, vocab]`."""
+    activation: str
+    layer_norm_eps: float
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, deterministic: bool):
+        hidden_size = out.hidden.shape[-1]
+        x = layers.dense(hidden_size, ("embed", "embed_out"), init_std=self.init_std,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name="dense")(out.hidden)
+        x = layers.activation(self.activation)(x)
+        x = layers.layer_norm(self.layer_norm_eps, dtype=self.dtype,
+                              param_dtype=self.param_dtype, name="norm")(x)
+        vocab = out.embedding.shape[0]
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                               ("vocab",)),
+                          (vocab,), self.param_dtype)
+        logits = jnp.einsum("bsh,vh->bsv", x, out.embedding.astype(self.dtype))
+        return logits + bias.astype(self.dtype)

@@ -64,13 +64,14 @@ class Checkpoints:
 class BestParams:
     """The params of the best evaluation so far, with its step and metric value."""
 
-    def __init__(self, directory: pathlib.Path, metric: str):
+    def __init__(self, directory: pathlib.Path, metric: str, higher_is_better: bool = True):
         self.metric = metric
+        self.higher_is_better = higher_is_better
         self._manager = ocp.CheckpointManager(
             directory.absolute(),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode="max",
-                create=True))
+                max_to_keep=1, best_fn=lambda metrics: metrics[metric],
+                best_mode="max" if higher_is_better else "min", create=True))
         # Orbax records the metric when a save is complete, so the value of a
         # save in flight is kept here.
         step = self._manager.best_step()
@@ -83,7 +84,8 @@ class BestParams:
     def offer(self, step: int, params: dict, value: float) -> bool:
         """Keep `params` if `value` beats the best so far; True if it did."""
         current = self.best()
-        if current is not None and value <= current[1]:
+        if current is not None and (value <= current[1] if self.higher_is_better
+                                    else value >= current[1]):
             return False
         self._manager.save(step, args=ocp.args.StandardSave(params),
                            metrics={self.metric: value}, force=True)

@@ -11,6 +11,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.dropout = -1.0               # hidden and attention dropout; < 0 keeps the checkpoint's
     c.remat = False                # recompute layer activations in the backward pass: less
                                    # memory for about a third more compute
+    # Task kind: classification, token_classification or masked_lm (fmt.tasks.KINDS).
+    c.task_kind = "classification"
     # Data: a GLUE task (TFDS, or glue_data files when data_dir is set) or local files.
     c.task = "sst2"                # GLUE task name; ignored when train_file is set
     c.data_dir = ""                # glue_data folder (root or task folder); "" = TFDS
@@ -21,7 +23,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.label_field = "label"        # own data: the label column
     c.regression = False           # own data: float labels and one output
     c.metrics = ("accuracy", "f1_macro")  # own data: metric names (fmt.metrics.METRICS)
+    c.test_file = ""               # own data: a further split to evaluate and predict on
     c.max_seq_length = 128         # longer inputs are truncated (pairs longest-first)
+    # Token classification (NER, POS): CoNLL files, or jsonl with token and tag lists.
+    c.tokens_field = "tokens"      # jsonl: the list of words
+    c.tags_field = "tags"          # jsonl: the list of tags, one per word
+    c.label_all_tokens = False     # label every sub-token of a word, not only the first
+    # Masked-LM: .txt (a text per line) or .jsonl files, or a TFDS text dataset.
+    c.text_field = "text"          # jsonl / TFDS: the field holding the text
+    c.tfds_dataset = ""            # TFDS text dataset (e.g. tiny_shakespeare) instead of files
+    c.text_mode = "block"          # block: concatenate and cut into max_seq_length; line: a
+                                   # text per example
+    c.eval_fraction = 0.05         # held-out share of the train texts when eval_file is ""
+    c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
+    c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
     c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
     c.num_buckets = 0              # > 0: fit that many lengths to the training data, padding
                                    # least (used when bucket_lengths is ())

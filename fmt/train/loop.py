@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the whole fine-tuning run.
 
-records -> token ids -> bucketed batches -> jitted train step -> metrics,
-checkpoints, and at the end dev metrics (`results.json`) and the fine-tuned
-model as a Hugging Face folder (`workdir/model`).
+records -> features -> bucketed batches -> jitted train step -> metrics,
+checkpoints, and at the end dev metrics (`results.json`), predictions and the
+fine-tuned model as a Hugging Face folder (`workdir/model`). The task kind
+(`--config.task_kind`, fmt.tasks) supplies every kind-specific piece.
 
 Rerunning the same command on the same workdir resumes from the latest
 checkpoint and ends exactly as an uninterrupted run: the data order is a pure
@@ -21,14 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fmt import model as model_lib
-from fmt.data import batching, datasets, tokenize
+from fmt import metrics as metrics_lib, model as model_lib, tasks
+from fmt.data import batching
+from fmt.data.features import Features
 from fmt.errors import Preempted, UserError
-from fmt.tasks.classification import ClassificationTask
 from fmt.train import optim, sharding, step as step_lib
 from fmt.train.checkpoint import BestParams, Checkpoints
 from fmt.train.preemption import StopSignals
-from fmt.train.workdir import prepare_workdir, read_results
+from fmt.train.workdir import check_workdir, read_results, save_config
 from fmt.train.writers import MetricWriter, write_json_atomic
 
 log = logging.getLogger("fmt")
@@ -54,15 +55,27 @@ def validate(config) -> None:
         raise UserError("--config.early_stopping_patience needs --config.early_stopping_metric")
 
 
-def _encode(model, data: datasets.TaskData, config):
-    encode = lambda records, name: tokenize.encode(
-        model.tokenizer, records, data.text_fields, config.max_seq_length,
-        regression=data.is_regression, source=data.origins.get(name, f"{data.name} {name}"),
-        allow_empty=data.name != "custom")
-    return encode(data.train, "train"), {k: encode(v, k) for k, v in data.evals.items()}
+def load_model(config, task, splits):
+    """The checkpoint with the head the task kind needs, sized to the data's labels."""
+    labels = {}
+    if task.labels == "classes_or_score":
+        names = splits.label_names
+        labels = dict(num_labels=len(names) if names else 1, label_names=names)
+    elif task.labels == "classes":
+        labels = dict(label_names=splits.label_names)
+    return model_lib.from_pretrained(
+        config.model, task=task.name, seed=config.seed, dtype=DTYPES[config.dtype],
+        dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat,
+        new_head_note="this run trains them", **labels)
 
 
-def choose_buckets(config, train: tokenize.Encoded, evals: dict) -> tuple[int, ...]:
+def featurize(task, model, splits) -> tuple[Features, dict[str, Features]]:
+    make = lambda records, name: task.featurize(
+        model, records, name, splits.origins.get(name, f"{splits.name} {name}"))
+    return make(splits.train, "train"), {k: make(v, k) for k, v in splits.evals.items()}
+
+
+def choose_buckets(config, train: Features, evals: dict) -> tuple[int, ...]:
     """The padded lengths: given, fitted to the training lengths, or powers of two."""
     if config.bucket_lengths or not config.num_buckets:
         return batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
@@ -70,21 +83,32 @@ def choose_buckets(config, train: tokenize.Encoded, evals: dict) -> tuple[int, .
     return batching.fit_bucket_lengths(train.lengths, config.num_buckets, longest)
 
 
-def evaluate(eval_step, params, data: tokenize.Encoded, task, feed: sharding.BatchFeeder,
-             buckets: tuple[int, ...]) -> tuple[dict, np.ndarray]:
-    """Metrics over every example, and the predictions in the data's order."""
-    outputs = []
-    for indices, length in batching.eval_plan(data, feed.batch_size, buckets):
-        outputs.append((indices, eval_step(params, feed(data, indices, length))))
-    predictions = np.zeros(len(data), np.float32 if task.is_regression else np.int64)
-    for indices, logits in outputs:
-        predictions[indices] = task.predict(sharding.to_host(logits)[:len(indices)])
-    return task.evaluate(predictions, data.labels), predictions
+def evaluate(eval_step, params, data: Features, task, feed: sharding.BatchFeeder,
+             buckets: tuple[int, ...], progress=None) -> tuple[dict, object]:
+    """Metrics over every example, and the task's predictions, in the data's order.
+
+    The eval step reduces each batch on device to the task's small per-row
+    outputs; those are gathered per feature and handed to the task, which
+    gathers them back per example where one example has several features.
+    """
+    view = task.eval_view(data)
+    pending = []
+    for indices, length in batching.eval_plan(view, feed.batch_size, buckets):
+        pending.append((indices, eval_step(params, feed(view, indices, length))))
+    outputs: dict[str, list] = {}
+    for indices, device_outputs in pending:
+        for name, values in sharding.to_host(device_outputs).items():
+            column = outputs.setdefault(name, [None] * len(data))
+            for row, index in enumerate(indices):
+                column[index] = values[row]
+        if progress is not None:
+            progress.update(1)
+    return task.evaluate(outputs, data)
 
 
 class Steps(NamedTuple):
     train_step: Callable  # (state, batch) -> (state, metrics), state donated
-    eval_step: Callable   # (params, batch) -> logits
+    eval_step: Callable   # (params, batch) -> the task's per-row eval outputs
     train_feed: sharding.BatchFeeder
     eval_feed: sharding.BatchFeeder
 
@@ -107,7 +131,7 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
                                  config.grad_accum_steps),
         in_shardings=(state_sharding, train_feed.sharding),
         out_shardings=(state_sharding, replicated), donate_argnums=0)
-    eval_step = jax.jit(step_lib.make_eval_step(model.module),
+    eval_step = jax.jit(step_lib.make_eval_step(model.module, task),
                         in_shardings=(state_sharding["params"], eval_feed.sharding),
                         out_shardings=replicated)
     return state, Steps(train_step, eval_step, train_feed, eval_feed)
@@ -127,23 +151,20 @@ def _summarize(window: list[dict]) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
     validate(config)
-    workdir = prepare_workdir(workdir, config)
+    workdir = check_workdir(workdir, config)
     finished = read_results(workdir)
     if finished is not None:
         log.info("%s already holds a finished run; delete it or pass another --workdir to "
                  "run again", workdir)
         return finished
     primary = jax.process_index() == 0
-    data = datasets.load(config)
-    model = model_lib.from_pretrained(
-        config.model, num_labels=len(data.label_names) if data.label_names else 1,
-        label_names=data.label_names, seed=config.seed, dtype=DTYPES[config.dtype],
-        dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat)
-    train_data, eval_data = _encode(model, data, config)
-    task = ClassificationTask(model.num_labels, data.metric_names)
-    if config.early_stopping_metric and config.early_stopping_metric not in data.metric_names:
+    task = tasks.create(config)
+    splits = task.load()
+    model = load_model(config, task, splits)
+    train_data, eval_data = featurize(task, model, splits)
+    if config.early_stopping_metric and config.early_stopping_metric not in task.metric_names:
         raise UserError(f"--config.early_stopping_metric={config.early_stopping_metric!r}: "
-                        f"this task reports {data.metric_names}")
+                        f"this task reports {task.metric_names}")
 
     buckets = choose_buckets(config, train_data, eval_data)
     batch_size = config.batch_size
@@ -151,10 +172,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     plans = {0: batching.train_plan(train_data, batch_size, buckets, config.seed, 0)}
     steps_per_epoch = len(plans[0])
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    log.info("%s: %d train examples, %s eval examples; %d steps (%d per epoch) of batch %d; "
-             "bucket lengths %s", data.name, len(train_data),
-             {k: len(v) for k, v in eval_data.items()}, total_steps, steps_per_epoch,
-             batch_size, buckets)
+    log_every = log_interval(config.log_every_steps, total_steps)
+    log.info("%s (%s): %d train examples, %s eval examples; %d steps (%d per epoch) of batch "
+             "%d; bucket lengths %s; train metrics every %d steps", splits.name, task.name,
+             len(train_data), {k: len(v) for k, v in eval_data.items()}, total_steps,
+             steps_per_epoch, batch_size, buckets, log_every)
+    if total_steps < FEW_STEPS and not config.max_steps:
+        log.warning("only %d update steps: on data this small, more epochs "
+                    "(--config.num_epochs) or a higher --config.learning_rate usually help; "
+                    "the defaults are the usual ones for full-size data", total_steps)
+    save_config(workdir, config)  # the run has really started: bind the workdir to it
 
     mesh = sharding.make_mesh(config.mesh)
     state, steps = compile_steps(config, model, task, total_steps, mesh)
@@ -166,12 +193,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = restored
         log.info("resumed from the checkpoint at step %d in %s", int(state["step"]), workdir)
     step = int(state["step"])
-    best = BestParams(workdir / "best", config.early_stopping_metric) \
+    best = BestParams(workdir / "best", config.early_stopping_metric,
+                      metrics_lib.higher_is_better(config.early_stopping_metric)) \
         if config.early_stopping_metric else None
+    predictions = {}  # split -> the latest evaluation's predictions
 
     def run_eval(params) -> dict:
-        return {split: evaluate(eval_step, params, encoded, task, eval_feed, buckets)[0]
-                for split, encoded in eval_data.items()}
+        results = {}
+        for split, features in eval_data.items():
+            with _progress(config, _eval_batches(features, eval_feed), 0, primary,
+                           f"eval {split}", leave=False) as bar:
+                results[split], predictions[split] = evaluate(
+                    eval_step, params, features, task, eval_feed, buckets, bar)
+        return results
 
     def check_finite(window: list[dict]) -> None:
         bad = [i for i, flag in enumerate(sharding.to_host([m["nonfinite"] for m in window]))
@@ -188,7 +222,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     param_norm = jax.jit(optax.tree.norm)
     writer = MetricWriter(workdir, enabled=primary, resume_step=step)
-    progress = _progress(config, total_steps, step, primary)
+    progress = _progress(config, total_steps, step, primary, "train")
+    views = {}  # epoch -> what its batches read (the task's view of the train features)
     window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
     last_eval = None  # (step, results) of the latest evaluation
     try:
@@ -198,14 +233,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if epoch not in plans:
                     plans = {epoch: batching.train_plan(train_data, batch_size, buckets,
                                                         config.seed, epoch)}
+                if epoch not in views:
+                    views = {epoch: task.train_view(train_data, epoch)}
                 indices, length = plans[epoch][index]
                 examples += len(indices)
                 tokens += float(train_data.lengths[indices].sum())
-                state, metrics = train_step(state, train_feed(train_data, indices, length))
+                state, metrics = train_step(state, train_feed(views[epoch], indices, length))
                 window.append(metrics)
                 step += 1
                 progress.update(1)
-                if step % config.log_every_steps == 0 or step == total_steps:
+                if step % log_every == 0 or step == total_steps:
                     check_finite(window)
                     summary = _summarize(window)
                     seconds = time.perf_counter() - window_start
@@ -236,7 +273,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if stop_early:
                     break
         progress.close()
-        return _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step)
+        return _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step,
+                       task, eval_data, predictions)
     finally:
         checkpoints.close()
         if best is not None:
@@ -260,20 +298,25 @@ def _offer_best(best, config, step: int, params, results: dict) -> bool:
     return False
 
 
-def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step) -> dict:
-    """Write results.json and the exported model: the best params when they are kept."""
+def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step, task,
+            eval_data, predictions) -> dict:
+    """Write results.json, predictions and the exported model: the best params when
+    they are kept."""
     if last_eval is None:  # Resumed from the final checkpoint: its eval line is written.
         last_eval = (step, run_eval(state["params"]))
     params, results, result_step = state["params"], last_eval[1], step
     if best is not None and best.best() is not None:
         result_step = best.best()[0]
         params = best.restore(_abstract(state["params"]))
-        results = run_eval(params) if result_step != last_eval[0] else last_eval[1]
+        if result_step != last_eval[0]:
+            results = run_eval(params)  # also the best params' predictions
     final = {"step": result_step, **_flatten(results)}
     if result_step != step:
         final["last_step"] = step
     params = sharding.gather_to_host(params)  # every process joins the gather
     if primary:
+        for split, features in eval_data.items():
+            task.write_predictions(workdir, split, features, predictions[split])
         if config.export_model:
             model.params = params
             model.save_pretrained(workdir / "model")
@@ -290,7 +333,23 @@ def _flatten(results: dict[str, dict], prefix: str = "") -> dict:
     return flat
 
 
-def _progress(config, total: int, initial: int, primary: bool):
+def _progress(config, total: int, initial: int, primary: bool, phase: str, leave=True):
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                disable=not (config.progress_bar and primary))
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc=phase,
+                leave=leave, disable=not (config.progress_bar and primary))
+
+
+def _eval_batches(features, feed) -> int:
+    return math.ceil(len(features) / feed.batch_size)
+
+
+# Below this many steps a run is short for the default hyperparameters.
+FEW_STEPS = 100
+# A run writes at least this many train lines to metrics.jsonl.
+MIN_LOG_LINES = 5
+
+
+def log_interval(every: int, total_steps: int) -> int:
+    """`log_every_steps`, lowered for short runs so that they still get
+    MIN_LOG_LINES train lines (a 21-step run with the default 50 got one)."""
+    return max(1, min(every, total_steps // MIN_LOG_LINES))

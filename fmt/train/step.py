@@ -39,15 +39,17 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
     `grad_accum_steps` microbatches: the same update as the whole batch at once,
     since the loss is the weighted sum over all rows divided by their weight.
 
+    The task gives the loss as a (sum, weight) pair over each microbatch; the
+    step divides the summed loss and gradient by the summed weight.
+
     A step whose loss or gradient is not finite leaves params and optimizer
     state as they were and reports `nonfinite = 1`; the loop then stops the run
     or, if asked, goes on.
     """
     def summed_loss(params, batch, rng):
-        logits = module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                              batch["token_type_ids"], deterministic=False,
-                              rngs={"dropout": rng})
-        return (task.loss(logits, batch["labels"]) * batch["weights"]).sum()
+        outputs = module.apply({"params": params}, **model_inputs(batch), deterministic=False,
+                               rngs={"dropout": rng})
+        return task.loss(outputs, batch)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         params = state["params"]
@@ -55,15 +57,18 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
 
         def accumulate(carry, micro):
             index, microbatch = micro
-            loss, grads = jax.value_and_grad(summed_loss)(
+            (loss, weight), grads = jax.value_and_grad(summed_loss, has_aux=True)(
                 params, microbatch, jax.random.fold_in(step_rng, index))
-            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+            return jax.tree.map(jnp.add, carry, (loss, weight, grads)), None
 
-        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss_sum, grad_sum), _ = jax.lax.scan(
+        zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+                 jax.tree.map(jnp.zeros_like, params))
+        (loss_sum, weight_sum, grad_sum), _ = jax.lax.scan(
             accumulate, zeros,
             (jnp.arange(grad_accum_steps), _microbatches(batch, grad_accum_steps)))
-        total_weight = jnp.maximum(batch["weights"].sum(), 1.0)
+        # The weight of the whole global batch (examples, or target tokens over every
+        # microbatch, device and process): the same update however it is split.
+        total_weight = jnp.maximum(weight_sum, 1.0)
         loss = loss_sum / total_weight
         grads = jax.tree.map(lambda g: g / total_weight, grad_sum)
         if l1 or l2:
@@ -99,9 +104,19 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
     return train_step
 
 
-def make_eval_step(module):
-    def eval_step(params: dict, batch: dict) -> jax.Array:
-        return module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                            batch["token_type_ids"], deterministic=True)
+def make_eval_step(module, task):
+    """(params, batch) -> the task's per-row eval outputs, reduced on device."""
+    def eval_step(params: dict, batch: dict) -> dict:
+        outputs = module.apply({"params": params}, **model_inputs(batch), deterministic=True)
+        return task.eval_outputs(outputs, batch)
 
     return eval_step
+
+
+# Batch fields that are targets, not model inputs.
+TARGETS = ("labels", "weights")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The batch fields the module takes (its keyword arguments)."""
+    return {k: v for k, v in batch.items() if k not in TARGETS}

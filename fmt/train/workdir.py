@@ -1,4 +1,10 @@
-"""The workdir of a run: its resolved config, and whether it may be resumed."""
+"""The workdir of a run: its resolved config, and whether it may be resumed.
+
+A workdir is bound to a config only once it holds something to resume (a
+checkpoint or results): a run that failed before its first checkpoint (a
+mistyped file name, a missing column) leaves a workdir that the corrected
+command takes as new.
+"""
 
 import json
 import pathlib
@@ -14,30 +20,46 @@ RECORDING_FIELDS = frozenset({
     "remat", "progress_bar", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "export_model", "eval_batch_size", "max_eval_examples",
 })
+SHOWN_DIFFERENCES = 3  # differing fields named in a refusal
 
 
-def prepare_workdir(workdir: str, config) -> pathlib.Path:
-    """Create the workdir, refuse one that holds a different run, save the config."""
+def holds_a_run(path: pathlib.Path) -> bool:
+    """Whether the workdir has anything to resume or report: checkpoints or results."""
+    checkpoints = path / "checkpoints"
+    return (path / "results.json").is_file() or (
+        checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()))
+
+
+def check_workdir(workdir: str, config) -> pathlib.Path:
+    """Refuse a workdir that holds a different run (naming the differences)."""
     path = pathlib.Path(workdir)
     saved = path / "config.json"
-    new = json.loads(config.to_json())
-    if saved.is_file():
+    if saved.is_file() and holds_a_run(path):
         old = json.loads(saved.read_text(encoding="utf-8"))
+        new = json.loads(config.to_json())
         changed = sorted(k for k in old.keys() | new.keys()
                          if k not in RECORDING_FIELDS and old.get(k) != new.get(k))
         if changed:
-            k = changed[0]
+            shown = "; ".join(f"{k}={old.get(k)!r} there, {new.get(k)!r} here"
+                              for k in changed[:SHOWN_DIFFERENCES])
+            more = len(changed) - SHOWN_DIFFERENCES
+            shown += f"; and {more} more" if more > 0 else ""
             raise UserError(
-                f"--workdir={workdir} holds a run with {k}={old.get(k)!r}, but this command "
-                f"has {k}={new.get(k)!r} (and {len(changed) - 1} more differences); pass "
+                f"--workdir={workdir} holds a run with a different config ({shown}); pass "
                 "another --workdir, or delete this one to start fresh")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--workdir={workdir} is a file; pass a folder")
+    return path
+
+
+def save_config(path: pathlib.Path, config) -> None:
+    """Create the workdir and record the config: once the run has really started."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
-            write_json_atomic(saved, new)
+            write_json_atomic(path / "config.json", json.loads(config.to_json()))
     except OSError as e:
-        raise UserError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
-    return path
+        raise UserError(f"--workdir={path}: cannot write there ({e.strerror})") from None
 
 
 def read_results(workdir: pathlib.Path) -> dict | None:

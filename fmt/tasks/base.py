@@ -1,0 +1,106 @@
+"""The task-kind interface: the one place where kinds differ (DESIGN principle 7).
+
+A task kind says
+- which head the model gets (`head`, a head kind each family may provide) and
+  what its labels are (`labels`: "classes", "classes_or_score" or None);
+- how records are read (`load`) and become features (`featurize`): named
+  per-token and per-example arrays with their pad values (fmt.data.features);
+  `train_view` / `eval_view` may change them per epoch (masked-LM's masks);
+- the loss as a (sum, weight) pair over a batch, so that the step divides by
+  the weight of the whole global batch (examples, or target tokens);
+- what evaluation keeps of each batch on device (`eval_outputs`: small
+  per-row arrays, never `[batch, seq, vocab]` logits), and the metrics and
+  predictions made of them on the host (`evaluate`), gathered back per example
+  by the task itself (one example may have several features);
+- how predictions are written (`write_predictions`).
+
+The loop, step, batching, sharding, checkpoints and export call these and know
+no kind by name. A new kind is a new file here plus a line in `KINDS`.
+"""
+
+import pathlib
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fmt.data.features import Features
+
+# Label id that no loss or metric counts (sub-tokens, padding, unmasked tokens),
+# as in `transformers`.
+IGNORE = -100
+
+
+class Splits:
+    """A run's records: `train` and named eval splits (the first is the main one),
+    where each came from, and the label names the data defines."""
+
+    def __init__(self, name: str, train: list, evals: dict[str, list],
+                 origins: dict[str, str], label_names: tuple[str, ...] | None = None,
+                 **facts: Any):
+        self.name, self.train, self.evals, self.origins = name, train, evals, origins
+        self.label_names = label_names
+        self.facts = facts  # anything else the kind needs at featurize time
+
+
+class TaskKind:
+    name: ClassVar[str]
+    head: ClassVar[str]                   # the head kind families provide
+    labels: ClassVar[str | None] = None   # "classes", "classes_or_score" or None
+    architecture_suffix: ClassVar[str] = ""  # HF class suffix of trained checkpoints
+
+    def __init__(self, config):
+        self.config = config
+        self.metric_names: tuple[str, ...] = ()
+
+    # --- data -----------------------------------------------------------------
+    def load(self) -> Splits:
+        raise NotImplementedError
+
+    def featurize(self, model, records: list, split: str, source: str) -> Features:
+        raise NotImplementedError
+
+    def train_view(self, features: Features, epoch: int):
+        """What training batches read in `epoch`; the features themselves by default."""
+        return features
+
+    def eval_view(self, features: Features):
+        return features
+
+    # --- model side -------------------------------------------------------------
+    def loss(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """(summed loss, weight) over the batch; rows with `weights == 0` count nowhere."""
+        raise NotImplementedError
+
+    def eval_outputs(self, outputs, batch: dict) -> dict[str, jax.Array]:
+        """Per-row arrays that evaluation brings to the host (computed on device)."""
+        raise NotImplementedError
+
+    # --- host side ----------------------------------------------------------------
+    def evaluate(self, outputs: dict[str, list], features: Features) -> tuple[dict, Any]:
+        """(metrics, predictions) from the eval outputs of every example (lists in
+        the features' order)."""
+        raise NotImplementedError
+
+    def write_predictions(self, folder: pathlib.Path, split: str, features: Features,
+                          predictions) -> None:
+        """Write one split's predictions under `folder` (nothing by default)."""
+
+    @property
+    def main_metric(self) -> str:
+        return self.metric_names[0]
+
+
+def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array):
+    """(summed cross-entropy over labelled tokens, their count) for `[batch, seq,
+    classes]` logits and `[batch, seq]` labels where IGNORE marks no target."""
+    import optax
+    valid = (labels != IGNORE) & (weights[:, None] > 0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    return jnp.where(valid, losses, 0.0).sum(), valid.sum().astype(jnp.float32)
+
+
+def rows_of(outputs: dict[str, list], name: str) -> np.ndarray:
+    return np.stack(outputs[name])
