@@ -1,24 +1,35 @@
 # The README's two commands: `make demo` (fine-tune on the embedded default) and
-# `make test`. Both build the virtualenv they need first.
+# `make test`. Each builds the virtualenv it needs first: the demo only what it
+# runs (setup.cfg's demo extra), the tests that plus torch, pytest and the rest.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-test clean
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+
+# One stamp per extra; reinstalled when the package's metadata changes.
+$(VENV)/.installed-demo: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[demo]"
 	touch $@
 
-install: $(BIN)/.installed
+# The test extra holds the demo extra, so it stamps both.
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@ $(VENV)/.installed-demo
+
+install: $(VENV)/.installed-demo
+
+install-test: $(VENV)/.installed-test
 
 demo: install
 	$(BIN)/python experiments/finetune.py --config=experiments/configs/default.py --workdir=$(WORKDIR)
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -73,7 +73,7 @@ def _config():
 def _examples(tokenizer):
     """SST-2 training sentences as token ids, read and tokenized by fmt."""
     from fmt.data import datasets, tokenize
-    data = datasets.load(_config())
+    data = datasets.limit(datasets.load(_config()), _config())
     return tokenize.encode(tokenizer, data.train, data.text_fields, _SEQ_LEN.value,
                            allow_empty=True)
 

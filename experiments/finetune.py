@@ -1,4 +1,4 @@
-"""Fine-tune a pretrained encoder on a GLUE task or your own files.
+r"""Fine-tune a pretrained encoder on a GLUE task or your own files.
 
   python experiments/finetune.py --config=experiments/configs/glue.py:sst2 --workdir=DIR
   python experiments/finetune.py --config=experiments/configs/classify.py \
@@ -6,6 +6,7 @@
 
 Rerunning a command on the same --workdir resumes it. Mistakes in data, flags or
 folders end with one line naming what to fix (--verbose shows the traceback).
+`--help` lists the fields of --config (add --config=FILE for that file's defaults).
 """
 
 import json
@@ -73,17 +74,12 @@ def start_distributed() -> None:
 
 
 def parse_flags(argv):
-    """absl's parser, with a bad --config.X (an unknown key, a wrong type) reported
-    in one line instead of the traceback ml_collections raises."""
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        message = " ".join(str(error).replace("\\'", "").replace("\\n", " ").split())
-        message = message.strip("'")
-        if isinstance(error, AttributeError):  # ml_collections' word for an unknown key
-            message = f"--config has no key {message}"
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    """absl's parser, with --help listing the config's fields (exit 0), a bad
+    --config path or --config.X said in one line (exit 2), and tuple fields
+    taking the comma form (--config.text_fields=title,body)."""
+    # fmt (and with it JAX) is imported inside functions here, as in main.
+    from fmt.train.cli import parse_flags as parse
+    return parse(argv, "config")
 
 
 if __name__ == "__main__":

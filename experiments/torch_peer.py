@@ -89,7 +89,7 @@ def evaluate(model, data: Features, batch_size: int, metric_names, regression: b
 def run(config, workdir: pathlib.Path) -> dict:
     from transformers import AutoModelForSequenceClassification, get_scheduler
     torch.manual_seed(config.seed)
-    data = datasets.load(config)
+    data = datasets.limit(datasets.load(config), config)
     folder = hf.resolve_folder(config.model)
     tokenizer = hf.load_tokenizer(folder)
     encode = lambda records: tokenize.encode(tokenizer, records, data.text_fields,

@@ -6,6 +6,7 @@ tokenizer files. Weights move through each family's explicit name map
 weights are transposed between torch's [out, in] and Flax's [in, out].
 """
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -186,16 +187,27 @@ def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
 
 def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict,
                  tokenizer: Any = None) -> pathlib.Path:
-    """Write a checkpoint folder atomically: into a temporary sibling, then renamed."""
+    """Write a checkpoint folder atomically: into a temporary sibling, then renamed.
+
+    `config`'s `transformers_version` (copied from the source checkpoint) is
+    replaced by the installed transformers' version, the one that the export
+    is checked against, or dropped without transformers.
+    """
     from safetensors.numpy import save_file
     folder = pathlib.Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in config.items() if k != "transformers_version"}
+    try:
+        config["transformers_version"] = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             save_tokenizer(tokenizer, staging)
+        _plain_modes(staging)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -207,6 +219,30 @@ def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], conf
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _plain_modes(folder: pathlib.Path) -> None:
+    """Give `folder` and all in it the modes that a plain mkdir or open would:
+    mkdtemp makes the folder 700 and safetensors its file 600, modes that the
+    rename would carry into a workdir that others share."""
+    mask = _umask()
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable read is a set and restore
+    os.umask(mask)
+    return mask
 
 
 def load_tokenizer(folder: pathlib.Path):

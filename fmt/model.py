@@ -170,7 +170,8 @@ def _label_names_from(kind, hf_config: dict, num_labels: int | None, label_names
 def from_pretrained(name_or_folder: str, task: str = "classification",
                     num_labels: int | None = None, label_names=None, *, dtype=jnp.float32,
                     param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None,
-                    remat: bool = False, new_head_note: str | None = None) -> Model:
+                    remat: bool = False, new_head_note: str | None = None,
+                    scratch: dict | None = None) -> Model:
     """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`,
     a task kind: "classification", "token_classification" or "masked_lm".
 
@@ -180,13 +181,17 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     info line with that note (a fine-tuning run is about to train them).
     `dropout`, when given, replaces the config's hidden and attention dropout;
     `remat` recomputes layer activations in the backward pass to save memory.
+    `scratch` (layer count and sizes, see `scratch_config`) builds a new model
+    around the folder's tokenizer instead of loading weights: pretraining from
+    scratch.
     """
     kinds = _kinds()
     if task not in kinds:
         raise UserError(f"task {task!r} is not supported; choose one of {tuple(kinds)}")
     kind = kinds[task]
     folder = hf.resolve_folder(name_or_folder)
-    hf_config = hf.read_config(folder)
+    tokenizer = hf.load_tokenizer(folder) if scratch else None
+    hf_config = scratch_config(tokenizer, scratch, folder) if scratch else hf.read_config(folder)
     model_type = hf_config.get("model_type")
     if model_type not in FAMILIES:
         raise UserError(f"{folder}/config.json: model_type {model_type!r} is not supported; "
@@ -202,11 +207,41 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         (1 if names is None else len(names))
     module, head = build(config, task, num_outputs, dtype, param_dtype, remat)
     family = FAMILIES[model_type][0]
-    tensors = hf.read_weights(folder)
-    name_map = family.backbone_name_map(config, head.pooler) + head.name_map
-    params, info = hf.load_params(tensors, name_map, param_shapes(module),
-                                  family.weight_prefix(config), str(folder), head.ignored)
-    hf.report_loading(info, head.architecture, str(folder), new_head_note)
-    params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
-    return Model(module, params, config, hf_config, hf.load_tokenizer(folder), names, info,
-                 task, head)
+    if scratch:
+        log.info("%s: a new %s of %d parameters, initialized from seed %d (from scratch)",
+                 folder, head.architecture, sum(int(np.prod(x.shape)) for x in
+                                                jax.tree.leaves(param_shapes(module))), seed)
+        params, info = init_params(module, seed), {"missing_keys": [], "unexpected_keys": []}
+    else:
+        tensors = hf.read_weights(folder)
+        name_map = family.backbone_name_map(config, head.pooler) + head.name_map
+        params, info = hf.load_params(tensors, name_map, param_shapes(module),
+                                      family.weight_prefix(config), str(folder), head.ignored)
+        hf.report_loading(info, head.architecture, str(folder), new_head_note)
+        params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
+        tokenizer = hf.load_tokenizer(folder)
+    return Model(module, params, config, hf_config, tokenizer, names, info, task, head)
+
+
+# Tokenizer classes -> the family a model from scratch gets.
+SCRATCH_FAMILIES = {"BertTokenizerFast": "bert", "BertTokenizer": "bert",
+                    "RobertaTokenizerFast": "roberta", "RobertaTokenizer": "roberta"}
+
+
+def scratch_config(tokenizer, sizes: dict, folder) -> dict:
+    """The HF config of a new model sized by `sizes` (num_hidden_layers, hidden_size,
+    num_attention_heads, intermediate_size, max_position_embeddings) around a
+    trained tokenizer: BERT for WordPiece, RoBERTa for byte-level BPE."""
+    tokenizer_class = getattr(tokenizer, "hf_tokenizer_class", None) or type(tokenizer).__name__
+    model_type = SCRATCH_FAMILIES.get(tokenizer_class)
+    if model_type is None:
+        raise UserError(f"{folder}: tokenizer class {tokenizer_class!r} names no model family "
+                        f"to build from scratch; train one with experiments/train_tokenizer.py")
+    config = dict(model_type=model_type, vocab_size=len(tokenizer),
+                  pad_token_id=tokenizer.pad_token_id, **sizes)
+    if model_type == "roberta":  # positions start after the padding index; one segment
+        config.update(type_vocab_size=1, bos_token_id=tokenizer.bos_token_id,
+                      eos_token_id=tokenizer.eos_token_id,
+                      max_position_embeddings=sizes["max_position_embeddings"]
+                      + tokenizer.pad_token_id + 1)
+    return config

@@ -136,7 +136,7 @@ def test_early_stopping_exports_the_best_model(tmp_path, tiny_model):
     exported = from_pretrained(str(workdir / "model"))
     config = default_config()
     config.update(task="rte", data_dir=str(GLUE), max_eval_examples=32)
-    encoded = tokenize.encode(exported.tokenizer, datasets.load(config).evals["validation"],
+    encoded = tokenize.encode(exported.tokenizer, datasets.limit(datasets.load(config), config).evals["validation"],
                               ("sentence1", "sentence2"), 64)
     step = jax.jit(lambda p, b: {"logits": exported.module.apply(
         {"params": p}, b["input_ids"], b["attention_mask"], b["token_type_ids"])})

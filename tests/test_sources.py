@@ -5,6 +5,7 @@ import pathlib
 
 import pytest
 
+from fmt.data import tfds_ready
 from fmt.data.glue import TASKS, get_task
 from fmt.data.sources import read_file, read_glue_dir, read_tfds
 from fmt.errors import UserError
@@ -269,6 +270,8 @@ def test_read_tfds_unavailable(monkeypatch):
         raise AssertionError("Dataset glue: could not find data in /nowhere.\nMore text.")
 
     monkeypatch.setattr(tfds, "load", missing)
+    # As if online: the download hosts answer, and tfds.load itself fails.
+    monkeypatch.setattr(tfds_ready, "unreachable_host", lambda builder: None)
     message = user_error(lambda: read_tfds(get_task("rte"), "train", data_dir="/nowhere"),
                          "glue/rte", "could not find data", "--config.data_dir", "RTE")
     assert "More text" not in message

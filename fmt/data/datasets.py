@@ -27,8 +27,14 @@ class TaskData:
         return self.label_names is None
 
 
-def _first(records: list[dict], limit: int) -> list[dict]:
-    return records[:limit] if limit > 0 else records
+def limit(data, config):
+    """Keep the first --config.max_train_examples / max_eval_examples records of
+    `data` (anything with `train` and `evals`, of any task kind); 0 keeps all."""
+    if config.max_train_examples > 0:
+        data.train = data.train[:config.max_train_examples]
+    if config.max_eval_examples > 0:
+        data.evals = {k: v[:config.max_eval_examples] for k, v in data.evals.items()}
+    return data
 
 
 def load(config) -> TaskData:
@@ -36,8 +42,6 @@ def load(config) -> TaskData:
         data = _load_files(config)
     else:
         data = _load_glue(config)
-    data.train = _first(data.train, config.max_train_examples)
-    data.evals = {k: _first(v, config.max_eval_examples) for k, v in data.evals.items()}
     return data
 
 

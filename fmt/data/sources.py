@@ -48,10 +48,18 @@ def read_tfds(spec: TaskSpec, split: str, data_dir: str | None = None) -> list[R
     # Importing TFDS takes seconds, so only this source pays for it.
     import tensorflow_datasets as tfds
 
+    from fmt.data import tfds_ready
+
+    # Before tfds.load, which offline retries for minutes and leaves partial folders.
+    tfds_ready.check_available(
+        tfds, spec.tfds_name, data_dir,
+        f"pass --config.data_dir=<folder> pointing to a local glue_data copy (holding "
+        f"{spec.glue_dir}/)")
     try:
         dataset = tfds.load(spec.tfds_name, split=split, data_dir=data_dir)
     except Exception as error:  # TFDS raises many types for "not available"
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        # The first line whole: later lines are TFDS's tracebacks and retries.
+        reason = (str(error).strip().splitlines() or [""])[0]
         raise UserError(
             f"TFDS {spec.tfds_name} split {split!r} could not be loaded "
             f"({type(error).__name__}: {reason}); pass --config.data_dir=<folder> "

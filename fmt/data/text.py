@@ -92,6 +92,9 @@ def read_tfds_texts(name: str, split: str, text_field: str = "text",
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
+    from fmt.data import tfds_ready
+    tfds_ready.check_available(tfds, name, data_dir,
+                               "pass --config.train_file=<.txt or .jsonl file> instead")
     try:
         dataset = tfds.load(name, split=split, data_dir=data_dir)
     except Exception as error:  # TFDS raises many types for "not available"

@@ -63,9 +63,6 @@ class MaskedLM(TaskKind):
         if model.tokenizer.mask_token_id is None:
             raise UserError(f"{c.model}: the tokenizer has no mask token; masked-LM needs one "
                             "(BERT's [MASK], RoBERTa's <mask>)")
-        if c.max_seq_length > model.max_positions:
-            raise UserError(f"--config.max_seq_length={c.max_seq_length} is longer than the "
-                            f"{model.max_positions} positions of {c.model}; lower it")
         self.mask_id = model.tokenizer.mask_token_id
         self.vocab_size = model.config.vocab_size
         return text.encode_texts(model.tokenizer, records, c.max_seq_length, c.text_mode,

@@ -37,6 +37,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_fraction = 0.05         # held-out share of the train texts when eval_file is ""
     c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
+    # From scratch: a new model of this size around the tokenizer in --config.model's folder
+    # (experiments/train_tokenizer.py); WordPiece gives a BERT, byte-level BPE a RoBERTa.
+    c.from_scratch = False         # build a new model instead of loading weights
+    c.scratch_layers = 4           # from scratch: number of layers
+    c.scratch_hidden = 256         # from scratch: hidden size
+    c.scratch_heads = 4            # from scratch: attention heads
+    c.scratch_intermediate = 1024  # from scratch: MLP size
+    c.scratch_positions = 512      # from scratch: longest input in tokens
     c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
     c.num_buckets = 0              # > 0: fit that many lengths to the training data, padding
                                    # least (used when bucket_lengths is ())

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from fmt import metrics as metrics_lib, model as model_lib, tasks
-from fmt.data import batching
+from fmt.data import batching, datasets
 from fmt.data.features import Features
 from fmt.errors import Preempted, UserError
 from fmt.train import optim, sharding, step as step_lib
@@ -63,10 +63,16 @@ def load_model(config, task, splits):
         labels = dict(num_labels=len(names) if names else 1, label_names=names)
     elif task.labels == "classes":
         labels = dict(label_names=splits.label_names)
+    scratch = None
+    if config.from_scratch:
+        scratch = dict(num_hidden_layers=config.scratch_layers, hidden_size=config.scratch_hidden,
+                       num_attention_heads=config.scratch_heads,
+                       intermediate_size=config.scratch_intermediate,
+                       max_position_embeddings=config.scratch_positions)
     return model_lib.from_pretrained(
         config.model, task=task.name, seed=config.seed, dtype=DTYPES[config.dtype],
         dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat,
-        new_head_note="this run trains them", **labels)
+        new_head_note="this run trains them", scratch=scratch, **labels)
 
 
 def featurize(task, model, splits) -> tuple[Features, dict[str, Features]]:
@@ -159,8 +165,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return finished
     primary = jax.process_index() == 0
     task = tasks.create(config)
-    splits = task.load()
+    splits = datasets.limit(task.load(), config)
     model = load_model(config, task, splits)
+    if config.max_seq_length > model.max_positions:
+        raise UserError(f"--config.max_seq_length={config.max_seq_length} is longer than the "
+                        f"{model.max_positions} positions of {config.model}; lower it")
     train_data, eval_data = featurize(task, model, splits)
     if config.early_stopping_metric and config.early_stopping_metric not in task.metric_names:
         raise UserError(f"--config.early_stopping_metric={config.early_stopping_metric!r}: "

@@ -40,7 +40,7 @@ def check_workdir(workdir: str, config) -> pathlib.Path:
         changed = sorted(k for k in old.keys() | new.keys()
                          if k not in RECORDING_FIELDS and old.get(k) != new.get(k))
         if changed:
-            shown = "; ".join(f"{k}={old.get(k)!r} there, {new.get(k)!r} here"
+            shown = "; ".join(f"{k}={old.get(k)!r} there, {k}={new.get(k)!r} here"
                               for k in changed[:SHOWN_DIFFERENCES])
             more = len(changed) - SHOWN_DIFFERENCES
             shown += f"; and {more} more" if more > 0 else ""

@@ -1,0 +1,123 @@
+"""The PyTorch peer for token classification: `BertForTokenClassification` (or any
+`AutoModelForTokenClassification`) fine-tuned with `transformers` on exactly the
+features fmt trains on (fmt's task kind reads and aligns the words), with the
+same optimizer, schedule, clipping and seed, scored by the same word-level
+seqeval metrics.
+
+  python experiments/torch_peer_ner.py --config=experiments/configs/ner.py --workdir=DIR \\
+      --config.train_file=... --config.eval_file=... --config.test_file=...
+"""
+
+import json
+import logging
+import math
+import pathlib
+import time
+import types
+
+import numpy as np
+import torch
+from absl import app
+
+from fmt import hf
+from fmt.data import datasets
+from fmt.tasks.token_classification import TokenClassification
+from fmt.train.optim import warmup_steps
+from fmt.train.writers import write_json_atomic
+
+import torch_peer
+from torch_peer import _CONFIG, _WORKDIR  # the same --config and --workdir flags
+
+
+def padded(features, indices) -> dict[str, torch.Tensor]:
+    """Dynamic padding of the per-token fields (labels padded with -100)."""
+    length = max(len(features.tokens["input_ids"][i]) for i in indices)
+    out = {}
+    for name, values in features.tokens.items():
+        pad = features.pad_values.get(name, 0)
+        array = np.full((len(indices), length), pad, np.int64)
+        for row, i in enumerate(indices):
+            array[row, :len(values[i])] = values[i]
+        out[name] = torch.from_numpy(array)
+    mask = np.zeros((len(indices), length), np.int64)
+    for row, i in enumerate(indices):
+        mask[row, :len(features.tokens["input_ids"][i])] = 1
+    out["attention_mask"] = torch.from_numpy(mask)
+    return out
+
+
+def evaluate(model, task, features, batch_size: int):
+    model.eval()
+    predictions = [None] * len(features)
+    order = np.argsort(features.lengths, kind="stable")
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            batch = padded(features, indices)
+            batch.pop("labels")
+            best = model(**batch).logits.argmax(-1).numpy()
+            for row, i in enumerate(indices):
+                predictions[i] = best[row]
+    model.train()
+    return task.evaluate({"predictions": predictions}, features)[0]
+
+
+def run(config, workdir: pathlib.Path) -> dict:
+    from transformers import AutoModelForTokenClassification, get_scheduler
+    torch.manual_seed(config.seed)
+    task = TokenClassification(config)
+    splits = datasets.limit(task.load(), config)
+    folder = hf.resolve_folder(config.model)
+    tokenizer = hf.load_tokenizer(folder)
+    model_facts = types.SimpleNamespace(tokenizer=tokenizer, label_names=splits.label_names)
+    train = task.featurize(model_facts, splits.train, "train", splits.origins["train"])
+    evals = {k: task.featurize(model_facts, v, k, splits.origins[k])
+             for k, v in splits.evals.items()}
+    names = splits.label_names
+    kwargs = {}
+    if config.dropout >= 0:
+        kwargs = dict(hidden_dropout_prob=config.dropout,
+                      attention_probs_dropout_prob=config.dropout)
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(folder), num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)}, **kwargs)
+    optimizer = torch_peer.make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    step, start, features_seen = 0, time.perf_counter(), 0
+    while step < total:
+        for indices in torch.randperm(len(train), generator=generator).split(config.batch_size):
+            if step == total:
+                break
+            batch = padded(train, indices.numpy())
+            labels = batch.pop("labels")
+            loss = torch_peer.train_step(model, optimizer, scheduler, batch, labels,
+                                         config.max_grad_norm)
+            step += 1
+            features_seen += len(indices)
+            if step % config.log_every_steps == 0:
+                logging.info("step %d/%d loss %.4f (%.1f examples/s)", step, total, loss.item(),
+                             features_seen / (time.perf_counter() - start))
+    train_seconds = time.perf_counter() - start
+    results = {"step": step, "train_seconds": train_seconds,
+               "train_examples_per_s": features_seen / train_seconds}
+    for i, (split, features) in enumerate(evals.items()):
+        values = evaluate(model, task, features, config.eval_batch_size)
+        results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
+    write_json_atomic(workdir / "results.json", results)
+    return results
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    workdir = pathlib.Path(_WORKDIR.value)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
+
+
+if __name__ == "__main__":
+    app.run(main)
