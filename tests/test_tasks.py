@@ -2,12 +2,11 @@
 and each kind's loss and eval reductions do what the loop relies on."""
 
 import json
-import pathlib
 import sys
 
 import pytest
 
-from conftest import ROOT, run_finetune
+from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tests/tools"))
 import make_classification_reference as reference  # noqa: E402

@@ -7,20 +7,9 @@ import numpy as np
 import pytest
 
 from fmt.data.text import encode_texts, held_out, read_texts, read_tfds_texts
-from fmt.errors import UserError
+from conftest import user_error  # noqa: E402
 
 SST2 = pathlib.Path(__file__).parent / "data" / "glue" / "SST-2" / "train.tsv"
-
-
-def user_error(call, *fragments):
-    """Run `call`, expecting a one-line UserError that contains `fragments`."""
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def write(path, data):

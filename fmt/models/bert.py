@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from fmt.errors import UserError
@@ -154,11 +153,11 @@ def head(kind: str, config: BertConfig, num_outputs: int, dtype: Dtype = jnp.flo
                 _linear("classifier.dense", ("head", "dense"))
                 + _linear("classifier.out_proj", ("head", "out_proj")),
                 f"{arch}ForSequenceClassification")
-        return heads.HeadSpec(heads.PooledClassifierHead(num_outputs, config.head_dropout, **kw),
+        return heads.HeadSpec(heads.LinearHead(num_outputs, config.head_dropout, **kw),
                               _linear("classifier", ("head", "classifier")),
                               f"{arch}ForSequenceClassification", pooler=True)
     if kind == "token_classification":
-        return heads.HeadSpec(heads.TokenClassifierHead(num_outputs, config.head_dropout, **kw),
+        return heads.HeadSpec(heads.LinearHead(num_outputs, config.head_dropout, per_token=True, **kw),
                               _linear("classifier", ("head", "classifier")),
                               f"{arch}ForTokenClassification")
     if kind == "masked_lm":

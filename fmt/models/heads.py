@@ -57,17 +57,21 @@ class TaskModel(nn.Module):
         return jax.tree.map(lambda x: x.astype(jnp.float32), self.head(out, deterministic))
 
 
-class PooledClassifierHead(nn.Module):
-    """BERT's head: dropout and one dense layer over the pooled `[CLS]`."""
+class LinearHead(nn.Module):
+    """Dropout and one dense layer named `classifier`, over the pooled `[CLS]`
+    (BERT's sequence classifier: `[batch, num_labels]`) or over every token
+    (token classification: `[batch, seq, num_labels]`)."""
     num_labels: int
     dropout_rate: float
+    per_token: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, out: BackboneOutput, deterministic: bool):
-        x = nn.Dropout(self.dropout_rate)(out.pooled, deterministic=deterministic)
+        x = out.hidden if self.per_token else out.pooled
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         return layers.dense(self.num_labels, ("embed", None), init_std=self.init_std,
                             dtype=self.dtype, param_dtype=self.param_dtype,
                             name="classifier")(x)
@@ -90,22 +94,6 @@ class RobertaClassifierHead(nn.Module):
                                   **kw)(x))
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         return layers.dense(self.num_labels, ("embed", None), name="out_proj", **kw)(x)
-
-
-class TokenClassifierHead(nn.Module):
-    """Dropout and one dense layer on every token: `[batch, seq, num_labels]`."""
-    num_labels: int
-    dropout_rate: float
-    init_std: float = 0.02
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, out: BackboneOutput, deterministic: bool):
-        x = nn.Dropout(self.dropout_rate)(out.hidden, deterministic=deterministic)
-        return layers.dense(self.num_labels, ("embed", None), init_std=self.init_std,
-                            dtype=self.dtype, param_dtype=self.param_dtype,
-                            name="classifier")(x)
 
 
 class MaskedLMHead(nn.Module):

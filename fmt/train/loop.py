@@ -13,7 +13,6 @@ after the restored step are dropped and written again.
 
 import logging
 import math
-import pathlib
 import time
 from typing import Callable, NamedTuple
 
