@@ -70,7 +70,11 @@ class TokenClassification(TaskKind):
         cut_words = cut_sentences = 0
         for start in range(0, len(records), CHUNK):
             chunk = records[start:start + CHUNK]
-            encoding = tokenizer([r["tokens"] for r in chunk], is_split_into_words=True,
+            # A space before every word: byte-level BPE (RoBERTa, GPT-2) then reads each
+            # as the mid-sentence word it is ("Ġworld"), as transformers' add_prefix_space
+            # does; WordPiece and SentencePiece tokenize the same words either way.
+            encoding = tokenizer([[" " + w for w in r["tokens"]] for r in chunk],
+                                 is_split_into_words=True,
                                  truncation=True, max_length=max_length, padding=False,
                                  return_token_type_ids=True, return_attention_mask=False)
             for row, record in enumerate(chunk):
