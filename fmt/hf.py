@@ -143,8 +143,9 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
             shown = tensors[key].shape
             want = expected.shape[::-1] if transform == "linear" else expected.shape
             raise UserError(f"{source}: weight {key} has shape {tuple(shown)} in the checkpoint "
-                            f"but the model needs {tuple(want)}; check num_labels and the "
-                            "model config")
+                            f"but the model needs {tuple(want)}; pass num_labels or label_names "
+                            "that match the checkpoint's head, or a checkpoint of this "
+                            "architecture (--config.model)")
         _set(params, path, np.asarray(value, dtype=expected.dtype))
         used.add(key)
     unexpected = sorted(k for k in tensors if k not in used and k not in ignored

@@ -138,6 +138,17 @@ def logical_specs(module: nn.Module) -> dict:
     return nn.get_partition_spec(jax.eval_shape(functools.partial(_init, module, 0)))
 
 
+def _trained_labels(kind, hf_config: dict) -> tuple[str, ...] | None:
+    """The label names a checkpoint's head of this kind was trained for, in order;
+    None if it has no such head."""
+    id2label = hf_config.get("id2label") or {}
+    trained = any(a.endswith(kind.architecture_suffix)
+                  for a in hf_config.get("architectures") or [])
+    if not (trained and id2label and kind.labels):
+        return None
+    return tuple(id2label[k] for k in sorted(id2label, key=int))
+
+
 def _label_names_from(kind, hf_config: dict, num_labels: int | None, label_names):
     """Label names for the head: given, else the checkpoint's own if it was trained
     for this kind with as many labels, else LABEL_i. None means regression (one
@@ -155,15 +166,12 @@ def _label_names_from(kind, hf_config: dict, num_labels: int | None, label_names
             raise UserError(f"label_names={tuple(label_names)}: a classifier needs two or "
                             "more labels; use num_labels=1 for regression")
         return tuple(label_names)
-    trained = any(a.endswith(kind.architecture_suffix)
-                  for a in hf_config.get("architectures") or [])
-    id2label = hf_config.get("id2label") or {}
-    if trained and num_labels in (None, len(id2label)):
+    trained = _trained_labels(kind, hf_config)
+    if trained is not None and num_labels in (None, len(trained)):
         if kind.labels == "classes_or_score" and (
-                hf_config.get("problem_type") == "regression" or len(id2label) == 1):
+                hf_config.get("problem_type") == "regression" or len(trained) == 1):
             return None
-        if id2label:
-            return tuple(id2label[k] for k in sorted(id2label, key=int))
+        return trained
     return tuple(f"LABEL_{i}" for i in range(num_labels or 2))
 
 
@@ -203,8 +211,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     names = _label_names_from(kind, hf_config, num_labels, label_names)
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise UserError(f"num_labels={num_labels} but {len(names)} label names were given")
-    num_outputs = config.vocab_size if kind.labels is None else \
-        (1 if names is None else len(names))
+    num_outputs = kind.num_outputs(names, config)
     module, head = build(config, task, num_outputs, dtype, param_dtype, remat)
     family = FAMILIES[model_type][0]
     if scratch:
@@ -215,8 +222,17 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     else:
         tensors = hf.read_weights(folder)
         name_map = family.backbone_name_map(config, head.pooler) + head.name_map
+        ignored = head.ignored
+        trained_for = _trained_labels(kind, hf_config)
+        if label_names is not None and trained_for is not None and trained_for != names:
+            # A head trained for other labels (or another order) would predict the
+            # wrong ones: it is left out and a new one trained, as the log says.
+            log.info("%s: its head was trained for the labels %s, not %s; a new head is "
+                     "initialized", folder, trained_for, names)
+            name_map = family.backbone_name_map(config, head.pooler)
+            ignored += tuple(hf_name for hf_name, _, _ in head.name_map)
         params, info = hf.load_params(tensors, name_map, param_shapes(module),
-                                      family.weight_prefix(config), str(folder), head.ignored)
+                                      family.weight_prefix(config), str(folder), ignored)
         hf.report_loading(info, head.architecture, str(folder), new_head_note)
         params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
         tokenizer = hf.load_tokenizer(folder)

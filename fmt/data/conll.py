@@ -8,11 +8,11 @@ reading (unknown tags, overlong sentences) can still point into the file.
 
 import os
 import re
-import secrets
 from collections.abc import Iterator, Sequence
 
 from fmt.data.sources import _jsonl_rows, _read_text
 from fmt.errors import UserError
+from fmt.files import write_text_atomic
 
 TaggedRecord = dict[str, list[str] | int]
 
@@ -114,7 +114,7 @@ def write_conll(
         for token, *tags in zip(*sentence):
             lines.append(" ".join([_as_column(token), *tags]) + "\n")
         lines.append("\n")
-    _write_atomic(path, "".join(lines))
+    write_text_atomic(path, "".join(lines))
 
 
 def _conll_records(path: str, text: str) -> Iterator[TaggedRecord]:
@@ -189,23 +189,3 @@ def _string_list(path: str, line: int, row: dict, field: str) -> list[str]:
 def _as_column(token: str) -> str:
     """A token that cannot break the columns: JSON-lines tokens may hold spaces."""
     return re.sub(r"\s+", "_", token) or "_"
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write to a fresh name beside `path` and rename it over `path`, so a
-    reader never sees half a file.
-
-    os.open with mode 0o666 lets the umask set the permissions as for any new
-    file (0o644 under umask 022); tempfile.mkstemp would leave 0o600.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

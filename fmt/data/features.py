@@ -16,6 +16,10 @@ import functools
 
 import numpy as np
 
+# Label of a token that no loss or metric counts (sub-tokens, padding, unmasked
+# tokens), the value `transformers` uses.
+IGNORE = -100
+
 
 @dataclasses.dataclass
 class Features:
@@ -49,10 +53,3 @@ class Features:
                        for k, v in tokens.items()}
         example_specs = {k: (np.asarray(v).dtype, np.shape(v)) for k, v in examples.items()}
         return token_specs, example_specs
-
-    def select(self, indices) -> "Features":
-        """The examples at `indices`, in that order (info is kept whole)."""
-        indices = np.asarray(indices, np.int64)
-        return Features({k: [v[i] for i in indices] for k, v in self.tokens.items()},
-                        {k: np.asarray(v)[indices] for k, v in self.examples.items()},
-                        dict(self.pad_values), self.info)

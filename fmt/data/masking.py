@@ -11,9 +11,8 @@ builds the example.
 
 import numpy as np
 
-from fmt.data.features import Features
+from fmt.data.features import IGNORE, Features
 
-IGNORE = -100  # label of a token the loss skips (the value transformers uses)
 # Stream tag, so that these draws never equal another default_rng([seed, epoch, ...]).
 _MASK_STREAM = 0x6D6C6D
 

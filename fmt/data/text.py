@@ -152,7 +152,7 @@ def encode_texts(tokenizer, texts: list[str], max_seq_length: int, mode: str,
     (bool) and word_ids (int32, -1 on special tokens).
     """
     if mode not in MODES:
-        raise UserError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+        raise UserError(f"--config.text_mode={mode!r}: use one of {', '.join(MODES)}")
     if not getattr(tokenizer, "is_fast", True):
         raise UserError(f"{source}: masked-LM data needs a fast tokenizer (tokenizer.json) "
                         f"for word ids; save the tokenizer with transformers' fast class")

@@ -25,11 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmt.data.features import Features
+from fmt.data.features import IGNORE, Features
 
-# Label id that no loss or metric counts (sub-tokens, padding, unmasked tokens),
-# as in `transformers`.
-IGNORE = -100
 
 
 class Splits:
@@ -69,6 +66,22 @@ class TaskKind:
         return features
 
     # --- model side -------------------------------------------------------------
+    @classmethod
+    def num_outputs(cls, label_names, model_config) -> int:
+        """The head's width: one per label, 1 for regression (no label names)."""
+        return 1 if label_names is None else len(label_names)
+
+    @staticmethod
+    def hf_config_fields(label_names) -> dict:
+        """What the exported config.json says about the head (labels, problem type)."""
+        return {}
+
+    targets: ClassVar[tuple[str, ...]] = ("labels", "weights")  # batch fields, not inputs
+
+    def model_inputs(self, batch: dict) -> dict:
+        """The batch fields the module takes as keyword arguments."""
+        return {k: v for k, v in batch.items() if k not in self.targets}
+
     def loss(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]:
         """(summed loss, weight) over the batch; rows with `weights == 0` count nowhere."""
         raise NotImplementedError

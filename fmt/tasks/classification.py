@@ -5,6 +5,8 @@ single logit, as `transformers` does for `problem_type="regression"`; that
 one fact (`regression`) decides the loss, the predictions and the label type.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ import optax
 
 from fmt import metrics
 from fmt.data import datasets, tokenize
+from fmt.files import write_text_atomic
 from fmt.tasks.base import Splits, TaskKind, rows_of
 
 
@@ -27,6 +30,7 @@ class Classification(TaskKind):
         self.regression = regression
         self.metric_names = tuple(metric_names)
         self.text_fields: tuple[str, ...] = ()
+        self.label_names: tuple[str, ...] | None = None
         self.allow_empty = False
 
     @staticmethod
@@ -42,6 +46,7 @@ class Classification(TaskKind):
         self.regression = data.is_regression
         self.metric_names = data.metric_names
         self.text_fields = data.text_fields
+        self.label_names = data.label_names
         # Official GLUE data keeps its few empty texts; a user's file may not.
         self.allow_empty = data.name != "custom"
         return Splits(data.name, data.train, data.evals, data.origins, data.label_names)
@@ -73,3 +78,11 @@ class Classification(TaskKind):
         predictions = self.predict(rows_of(outputs, "logits"))
         labels = features.examples["labels"]
         return metrics.compute(self.metric_names, predictions, labels), predictions
+
+    def write_predictions(self, folder, split, features, predictions):
+        """`predictions_<split>.jsonl`: each example's predicted label (or score) and
+        its gold one, in the split's order."""
+        name = (lambda i: float(i)) if self.regression else (lambda i: self.label_names[int(i)])
+        lines = [json.dumps({"index": i, "prediction": name(p), "label": name(gold)})
+                 for i, (p, gold) in enumerate(zip(predictions, features.examples["labels"]))]
+        write_text_atomic(folder / f"predictions_{split}.jsonl", "\n".join(lines) + "\n")

@@ -33,9 +33,9 @@ class MaskedLM(TaskKind):
         super().__init__(config)
         self.metric_names = ("perplexity", "loss", "accuracy")
 
-    @staticmethod
-    def hf_config_fields(label_names) -> dict:
-        return {}
+    @classmethod
+    def num_outputs(cls, label_names, model_config) -> int:
+        return model_config.vocab_size
 
     def load(self) -> Splits:
         c = self.config
@@ -65,8 +65,15 @@ class MaskedLM(TaskKind):
                             "(BERT's [MASK], RoBERTa's <mask>)")
         self.mask_id = model.tokenizer.mask_token_id
         self.vocab_size = model.config.vocab_size
-        return text.encode_texts(model.tokenizer, records, c.max_seq_length, c.text_mode,
-                                 source)
+        features = text.encode_texts(model.tokenizer, records, c.max_seq_length, c.text_mode,
+                                     source)
+        if split != "train":  # evaluation's masks are fixed: check them before training
+            view = self.eval_view(features)
+            if not any((view.example(i)[0]["labels"] != IGNORE).any() for i in range(len(view))):
+                raise UserError(f"{source}: no token of the {split} texts is masked; give more "
+                                "or longer texts, or raise --config.mlm_probability or "
+                                "--config.eval_fraction")
+        return features
 
     def _view(self, features, epoch):
         c = self.config
@@ -93,10 +100,7 @@ class MaskedLM(TaskKind):
 
     def evaluate(self, outputs, features):
         loss_sum = float(np.sum(outputs["loss_sum"], dtype=np.float64))
-        count = int(np.sum(outputs["count"]))
-        if count == 0:
-            raise UserError("the evaluation texts have no masked tokens; give more or longer "
-                            "texts, or raise --config.mlm_probability")
+        count = int(np.sum(outputs["count"]))  # > 0: checked when the split was featurized
         loss = loss_sum / count
         return {"perplexity": float(np.exp(loss)), "loss": loss,
                 "accuracy": int(np.sum(outputs["correct"])) / count}, None

@@ -103,7 +103,7 @@ def evaluate(eval_step, params, data: Features, task, feed: sharding.BatchFeeder
     outputs: dict[str, list] = {}
     for indices, device_outputs in pending:
         for name, values in sharding.to_host(device_outputs).items():
-            column = outputs.setdefault(name, [None] * len(data))
+            column = outputs.setdefault(name, [None] * len(view))
             for row, index in enumerate(indices):
                 column[index] = values[row]
         if progress is not None:
@@ -176,9 +176,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     buckets = choose_buckets(config, train_data, eval_data)
     batch_size = config.batch_size
-    # Only the current epoch's plan is held; every epoch has as many batches as the first.
-    plans = {0: batching.train_plan(train_data, batch_size, buckets, config.seed, 0)}
-    steps_per_epoch = len(plans[0])
+    # Only the current epoch's view and plan are held; every epoch has as many batches
+    # as the first. Plans are made from the view: what the batches really read.
+    def epoch_plan(epoch: int):
+        view = task.train_view(train_data, epoch)
+        return view, batching.train_plan(view, batch_size, buckets, config.seed, epoch)
+
+    plans = {0: epoch_plan(0)}
+    steps_per_epoch = len(plans[0][1])
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     log_every = log_interval(config.log_every_steps, total_steps)
     log.info("%s (%s): %d train examples, %s eval examples; %d steps (%d per epoch) of batch "
@@ -231,7 +236,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     param_norm = jax.jit(optax.tree.norm)
     writer = MetricWriter(workdir, enabled=primary, resume_step=step)
     progress = _progress(config, total_steps, step, primary, "train")
-    views = {}  # epoch -> what its batches read (the task's view of the train features)
     window, window_start, examples, tokens = [], time.perf_counter(), 0.0, 0.0
     last_eval = None  # (step, results) of the latest evaluation
     try:
@@ -239,14 +243,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             while step < total_steps:
                 epoch, index = divmod(step, steps_per_epoch)
                 if epoch not in plans:
-                    plans = {epoch: batching.train_plan(train_data, batch_size, buckets,
-                                                        config.seed, epoch)}
-                if epoch not in views:
-                    views = {epoch: task.train_view(train_data, epoch)}
-                indices, length = plans[epoch][index]
+                    plans = {epoch: epoch_plan(epoch)}
+                view, plan = plans[epoch]
+                indices, length = plan[index]
                 examples += len(indices)
-                tokens += float(train_data.lengths[indices].sum())
-                state, metrics = train_step(state, train_feed(views[epoch], indices, length))
+                tokens += float(view.lengths[indices].sum())
+                state, metrics = train_step(state, train_feed(view, indices, length))
                 window.append(metrics)
                 step += 1
                 progress.update(1)

@@ -47,8 +47,8 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
     or, if asked, goes on.
     """
     def summed_loss(params, batch, rng):
-        outputs = module.apply({"params": params}, **model_inputs(batch), deterministic=False,
-                               rngs={"dropout": rng})
+        outputs = module.apply({"params": params}, **task.model_inputs(batch),
+                               deterministic=False, rngs={"dropout": rng})
         return task.loss(outputs, batch)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
@@ -107,16 +107,9 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
 def make_eval_step(module, task):
     """(params, batch) -> the task's per-row eval outputs, reduced on device."""
     def eval_step(params: dict, batch: dict) -> dict:
-        outputs = module.apply({"params": params}, **model_inputs(batch), deterministic=True)
+        outputs = module.apply({"params": params}, **task.model_inputs(batch),
+                               deterministic=True)
         return task.eval_outputs(outputs, batch)
 
     return eval_step
 
-
-# Batch fields that are targets, not model inputs.
-TARGETS = ("labels", "weights")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The batch fields the module takes (its keyword arguments)."""
-    return {k: v for k, v in batch.items() if k not in TARGETS}

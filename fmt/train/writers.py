@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from fmt.files import write_text_atomic
+
 
 class MetricWriter:
     """Appends to `workdir/metrics.jsonl` and TensorBoard events; a no-op off process 0."""
@@ -50,7 +52,5 @@ def _plain(value):
 
 
 def write_json_atomic(path: pathlib.Path, obj) -> None:
-    """Write JSON to a temporary name and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write JSON so that a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
