@@ -224,7 +224,7 @@ def run_torch(peak_flops: float) -> dict:
 
     def step(indices):
         batch = {k: v.to(device) for k, v in
-                 torch_peer.dynamic_batch(encoded, indices, encoded.pad_id).items()}
+                 torch_peer.padded(encoded, indices).items()}
         labels = torch.from_numpy(encoded.examples["labels"][indices]).long().to(device)
         return torch_peer.train_step(model, optimizer, scheduler, batch, labels,
                                      config.max_grad_norm, autocast)

@@ -16,15 +16,17 @@ import logging
 import math
 import pathlib
 import time
+import types
 
 import numpy as np
 import torch
 from absl import app, flags
 from ml_collections import config_flags
 
-from fmt import hf, metrics
-from fmt.data import datasets, tokenize
+from fmt import hf
+from fmt.data import datasets
 from fmt.data.features import Features
+from fmt.tasks.classification import Classification
 from fmt.train.optim import warmup_steps
 from fmt.train.writers import write_json_atomic
 
@@ -33,18 +35,22 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def dynamic_batch(data: Features, indices, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in the batch (dynamic padding)."""
-    input_ids, token_type_ids = data.tokens["input_ids"], data.tokens["token_type_ids"]
-    length = max(len(input_ids[i]) for i in indices)
-    ids = np.full((len(indices), length), pad_id, np.int64)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
+def padded(features: Features, indices) -> dict[str, torch.Tensor]:
+    """Dynamic padding (to the longest row) of every per-token field, with its pad
+    value, and the attention mask; per-example fields (labels) are left out."""
+    ids = features.tokens["input_ids"]
+    length = max(len(ids[i]) for i in indices)
+    out = {}
+    for name, values in features.tokens.items():
+        array = np.full((len(indices), length), features.pad_values.get(name, 0), np.int64)
+        for row, i in enumerate(indices):
+            array[row, :len(values[i])] = values[i]
+        out[name] = torch.from_numpy(array)
+    mask = np.zeros((len(indices), length), np.int64)
     for row, i in enumerate(indices):
-        n = len(input_ids[i])
-        ids[row, :n], types[row, :n], mask[row, :n] = input_ids[i], token_type_ids[i], 1
-    return dict(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(types),
-                attention_mask=torch.from_numpy(mask))
+        mask[row, :len(ids[i])] = 1
+    out["attention_mask"] = torch.from_numpy(mask)
+    return out
 
 
 def make_optimizer(model, config) -> torch.optim.Optimizer:
@@ -73,17 +79,24 @@ def train_step(model, optimizer, scheduler, batch: dict, labels, max_grad_norm: 
     return loss
 
 
-def evaluate(model, data: Features, batch_size: int, metric_names, regression: bool):
+def evaluate(model, task, features: Features, batch_size: int, outputs_of) -> dict:
+    """The task's metrics on `features`: `outputs_of(logits)` gives the per-row
+    arrays that fmt's eval step gives, so fmt's own `task.evaluate` scores them."""
     model.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    predictions = np.zeros(len(data), np.float32 if regression else np.int64)
+    outputs: dict[str, list] = {}
+    order = np.argsort(features.lengths, kind="stable")
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             indices = order[start:start + batch_size]
-            logits = model(**dynamic_batch(data, indices, data.pad_id)).logits.float().numpy()
-            predictions[indices] = logits[:, 0] if regression else logits.argmax(-1)
+            batch = padded(features, indices)
+            batch.pop("labels", None)
+            logits = model(**batch).logits.float().numpy()
+            for name, values in outputs_of(logits).items():
+                column = outputs.setdefault(name, [None] * len(features))
+                for row, i in enumerate(indices):
+                    column[i] = values[row]
     model.train()
-    return metrics.compute(metric_names, predictions, data.examples["labels"])
+    return task.evaluate(outputs, features)[0]
 
 
 def fit(model, config, count: int, batch_of) -> tuple[int, float]:
@@ -114,31 +127,31 @@ def fit(model, config, count: int, batch_of) -> tuple[int, float]:
 def run(config, workdir: pathlib.Path) -> dict:
     from transformers import AutoModelForSequenceClassification
     torch.manual_seed(config.seed)
-    data = datasets.limit(datasets.load(config), config)
+    task = Classification(config)
+    data = datasets.limit(task.load(), config)
     folder = hf.resolve_folder(config.model)
-    tokenizer = hf.load_tokenizer(folder)
-    encode = lambda records: tokenize.encode(tokenizer, records, data.text_fields,
-                                             config.max_seq_length, data.is_regression)
-    train, evals = encode(data.train), {k: encode(v) for k, v in data.evals.items()}
-    num_labels = 1 if data.is_regression else len(data.label_names)
+    facts = types.SimpleNamespace(tokenizer=hf.load_tokenizer(folder))
+    train = task.featurize(facts, data.train, "train", data.origins["train"])
+    evals = {k: task.featurize(facts, v, k, data.origins[k]) for k, v in data.evals.items()}
+    names = data.label_names
     kwargs = {}
     if config.dropout >= 0:
         kwargs = dict(hidden_dropout_prob=config.dropout,
                       attention_probs_dropout_prob=config.dropout)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder), num_labels=num_labels,
-        problem_type="regression" if data.is_regression else "single_label_classification",
+        str(folder), num_labels=task.num_outputs(names, None),
+        problem_type="regression" if task.regression else "single_label_classification",
         **kwargs)
+
     def batch_of(indices):
         labels = torch.from_numpy(train.examples["labels"][indices])
-        return (dynamic_batch(train, indices, train.pad_id),
-                labels.float() if data.is_regression else labels.long())
+        return padded(train, indices), labels.float() if task.regression else labels.long()
 
     step, seconds = fit(model, config, len(train), batch_of)
     results = {"step": step}
-    for i, (split, encoded) in enumerate(evals.items()):
-        values = evaluate(model, encoded, config.eval_batch_size, data.metric_names,
-                          data.is_regression)
+    for i, (split, features) in enumerate(evals.items()):
+        values = evaluate(model, task, features, config.eval_batch_size,
+                          lambda logits: {"logits": logits})
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
     results["train_seconds"] = seconds
     write_json_atomic(workdir / "results.json", results)

@@ -13,7 +13,6 @@ import logging
 import pathlib
 import types
 
-import numpy as np
 import torch
 from absl import app
 
@@ -24,39 +23,6 @@ from fmt.train.writers import write_json_atomic
 
 import torch_peer
 from torch_peer import _CONFIG, _WORKDIR  # the same --config and --workdir flags
-
-
-def padded(features, indices) -> dict[str, torch.Tensor]:
-    """Dynamic padding of the per-token fields (labels padded with -100)."""
-    length = max(len(features.tokens["input_ids"][i]) for i in indices)
-    out = {}
-    for name, values in features.tokens.items():
-        pad = features.pad_values.get(name, 0)
-        array = np.full((len(indices), length), pad, np.int64)
-        for row, i in enumerate(indices):
-            array[row, :len(values[i])] = values[i]
-        out[name] = torch.from_numpy(array)
-    mask = np.zeros((len(indices), length), np.int64)
-    for row, i in enumerate(indices):
-        mask[row, :len(features.tokens["input_ids"][i])] = 1
-    out["attention_mask"] = torch.from_numpy(mask)
-    return out
-
-
-def evaluate(model, task, features, batch_size: int):
-    model.eval()
-    predictions = [None] * len(features)
-    order = np.argsort(features.lengths, kind="stable")
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            batch = padded(features, indices)
-            batch.pop("labels")
-            best = model(**batch).logits.argmax(-1).numpy()
-            for row, i in enumerate(indices):
-                predictions[i] = best[row]
-    model.train()
-    return task.evaluate({"predictions": predictions}, features)[0]
 
 
 def run(config, workdir: pathlib.Path) -> dict:
@@ -79,13 +45,14 @@ def run(config, workdir: pathlib.Path) -> dict:
         str(folder), num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)}, **kwargs)
     def batch_of(indices):
-        batch = padded(train, indices)
+        batch = torch_peer.padded(train, indices)
         return batch, batch.pop("labels")
 
     step, train_seconds = torch_peer.fit(model, config, len(train), batch_of)
     results = {"step": step, "train_seconds": train_seconds}
     for i, (split, features) in enumerate(evals.items()):
-        values = evaluate(model, task, features, config.eval_batch_size)
+        values = torch_peer.evaluate(model, task, features, config.eval_batch_size,
+                                     lambda logits: {"predictions": logits.argmax(-1)})
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
     write_json_atomic(workdir / "results.json", results)
     return results

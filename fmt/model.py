@@ -206,8 +206,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
                         f"known: {sorted(FAMILIES)}")
     config = FAMILIES[model_type][1].from_hf(hf_config)
     if dropout is not None:
-        config = dataclasses.replace(config, hidden_dropout_prob=dropout,
-                                     attention_probs_dropout_prob=dropout)
+        config = FAMILIES[model_type][0].with_dropout(config, dropout)
     names = _label_names_from(kind, hf_config, num_labels, label_names)
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise UserError(f"num_labels={num_labels} but {len(names)} label names were given")

@@ -6,6 +6,7 @@
   `heads.BackboneOutput`;
 - `backbone_name_map(config, pooler)` and `weight_prefix(config)`: the HF names
   of the backbone's weights;
+- `with_dropout(config, rate)` and `max_positions(config)`;
 - `head(kind, config, num_outputs, dtype, param_dtype) -> heads.HeadSpec` for
   each head kind it has (task kinds name the head they need).
 

@@ -187,6 +187,12 @@ HEAD_KINDS = ("sequence_classification", "token_classification", "masked_lm")
 WeightName = heads.WeightName
 
 
+def with_dropout(config: BertConfig, rate: float) -> BertConfig:
+    """The config with `rate` as its hidden and attention dropout."""
+    return dataclasses.replace(config, hidden_dropout_prob=rate,
+                               attention_probs_dropout_prob=rate)
+
+
 def max_positions(config: BertConfig) -> int:
     """The longest input the position table allows (RoBERTa's starts after padding)."""
     if config.model_type == "roberta":
