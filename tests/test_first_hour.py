@@ -219,3 +219,16 @@ def test_corrected_command_runs_on_the_failed_runs_workdir(tmp_path, tiny_model)
                                    check=False))
     assert "seed=0 there, seed=3 here" in line and "learning_rate=5e-05 there" in line
     assert "more" not in line and "0 more" not in line
+
+
+def test_tfds_without_its_packages_is_one_line(monkeypatch):
+    """TFDS is an optional extra (1.5 GB): without it, a TFDS config says how to
+    install it or what to pass instead."""
+    import sys
+    from conftest import user_error
+    from fmt.data import glue, sources, text
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails
+    user_error(lambda: sources.read_tfds(glue.get_task("sst2"), "train"),
+               "pip install -e '.[tfds]'", "--config.data_dir")
+    user_error(lambda: text.read_tfds_texts("tiny_shakespeare", "train"),
+               "pip install -e '.[tfds]'", "--config.train_file")

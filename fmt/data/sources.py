@@ -45,10 +45,10 @@ def read_glue_dir(spec: TaskSpec, data_dir: str, split: str) -> list[Record]:
 
 def read_tfds(spec: TaskSpec, split: str, data_dir: str | None = None) -> list[Record]:
     """Read `split` of a GLUE task from TFDS (e.g. "train", "validation")."""
-    # Importing TFDS takes seconds, so only this source pays for it.
-    import tensorflow_datasets as tfds
-
     from fmt.data import tfds_ready
+    _, tfds = tfds_ready.import_tfds(
+        spec.tfds_name, f"pass --config.data_dir=<folder> pointing to a local glue_data copy "
+        f"(holding {spec.glue_dir}/)")
 
     # Before tfds.load, which offline retries for minutes and leaves partial folders.
     tfds_ready.check_available(

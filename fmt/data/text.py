@@ -88,11 +88,8 @@ def read_tfds_texts(name: str, split: str, text_field: str = "text",
     """The `text_field` strings of a TFDS split (e.g. tiny_shakespeare,
     wikitext/wikitext-103-raw-v1, imdb_reviews), blank ones left out as blank
     lines of a .txt file are (wikitext's paragraph breaks)."""
-    # Importing TFDS takes seconds, so only this source pays for it.
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
     from fmt.data import tfds_ready
+    tf, tfds = tfds_ready.import_tfds(name, "pass --config.train_file=<.txt or .jsonl file>")
     tfds_ready.check_available(tfds, name, data_dir,
                                "pass --config.train_file=<.txt or .jsonl file> instead")
     try:

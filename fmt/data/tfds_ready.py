@@ -17,6 +17,19 @@ CONNECT_TIMEOUT_S = 5.0
 _KNOWN_HOSTS = {"glue": ("dl.fbaipublicfiles.com", "firebasestorage.googleapis.com")}
 
 
+def import_tfds(name: str, fix: str):
+    """`(tensorflow, tensorflow_datasets)`, imported only by runs that read TFDS (it
+    takes seconds, and the packages are an optional extra of 1.5 GB)."""
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError:
+        from fmt.errors import UserError
+        raise UserError(f"TFDS {name} needs TensorFlow Datasets: pip install -e '.[tfds]' "
+                        f"(tensorflow-cpu and tensorflow-datasets); or {fix}") from None
+    return tf, tfds
+
+
 def builder_or_none(tfds, name: str, data_dir: str | None):
     """`tfds.builder(name)`, or None where TFDS cannot make one (the caller's
     `tfds.load` then reports it); making a builder writes nothing."""
