@@ -16,6 +16,20 @@ A task kind says
 
 The loop, step, batching, sharding, checkpoints and export call these and know
 no kind by name. A new kind is a new file here plus a line in `KINDS`.
+
+How the kinds still to come fit:
+- extractive QA: `featurize` cuts each example into stride windows and keeps,
+  in `info`, which example and character offsets each window has; `eval_outputs`
+  are the start/end logits of a row; `evaluate` groups windows by example. The
+  loop never learns that one example made several features.
+- causal-LM with packing: a `train_view`/`eval_view` whose rows are packed
+  examples, with `segment_ids` and per-segment `position_ids` as per-token
+  fields; the loss is summed over target tokens and weighted by their count, as
+  masked-LM's is. The backbone must take those fields (decoder families).
+- seq2seq: encoder and decoder fields; decoder fields need their own padded
+  length, so batches will carry a length per field group (today one length per
+  batch), and evaluation a decode step that generates before `evaluate` scores
+  text (`eval_outputs` then returns generated ids).
 """
 
 import pathlib
