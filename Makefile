@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 
-.PHONY: demo test test-slow install install-test clean
+.PHONY: demo test install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,7 @@ demo: install
 	$(BIN)/python experiments/finetune.py --config=experiments/configs/default.py --workdir=$(WORKDIR)
 
 test: install-test
-	$(BIN)/python -m pytest -q -m "not slow" tests
-
-# The few tests that take minutes each (multi-process kill-and-resume), kept out of CI's
-# 25-minute budget: run them before changing checkpointing or the multi-process path.
-test-slow: install-test
-	$(BIN)/python -m pytest -q -m slow tests
+	$(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf $(VENV) runs
