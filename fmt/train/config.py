@@ -18,7 +18,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data_dir = ""                # glue_data folder (root or task folder); "" = TFDS
     c.tfds_data_dir = ""           # where TFDS keeps prepared datasets; "" = TFDS default
     c.train_file = ""              # own data: .csv/.tsv/.jsonl with a header or keys
-    c.eval_file = ""               # own data for evaluation (same columns as train_file)
+                                   # (classification), CoNLL or .jsonl (token
+                                   # classification), .txt or .jsonl (masked-LM)
+    c.eval_file = ""               # own data for evaluation (same format as train_file)
     c.text_fields = ("sentence",)  # own data: one text column, or two for a pair
     c.label_field = "label"        # own data: the label column
     c.regression = False           # own data: float labels and one output
@@ -34,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.tfds_dataset = ""            # TFDS text dataset (e.g. tiny_shakespeare) instead of files
     c.text_mode = "block"          # block: concatenate and cut into max_seq_length; line: a
                                    # text per example
-    c.eval_fraction = 0.05         # held-out share of the train texts when eval_file is ""
+    c.eval_fraction = 0.05         # held-out share of the train rows when eval_file is ""
     c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
     # From scratch: a new model of this size around the tokenizer in --config.model's folder
