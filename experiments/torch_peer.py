@@ -133,38 +133,49 @@ def run(config, workdir: pathlib.Path) -> dict:
     facts = types.SimpleNamespace(tokenizer=hf.load_tokenizer(folder))
     train = task.featurize(facts, data.train, "train", data.origins["train"])
     evals = {k: task.featurize(facts, v, k, data.origins[k]) for k, v in data.evals.items()}
-    names = data.label_names
-    kwargs = {}
-    if config.dropout >= 0:
-        kwargs = dict(hidden_dropout_prob=config.dropout,
-                      attention_probs_dropout_prob=config.dropout)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder), num_labels=task.num_outputs(names, None),
+        str(folder), num_labels=task.num_outputs(data.label_names, None),
         problem_type="regression" if task.regression else "single_label_classification",
-        **kwargs)
+        **dropout_kwargs(config))
 
     def batch_of(indices):
         labels = torch.from_numpy(train.examples["labels"][indices])
         return padded(train, indices), labels.float() if task.regression else labels.long()
 
     step, seconds = fit(model, config, len(train), batch_of)
-    results = {"step": step}
+    return report(model, task, evals, config, workdir, step, seconds,
+                  lambda logits: {"logits": logits})
+
+
+def dropout_kwargs(config) -> dict:
+    """`--config.dropout`, when set, as the HF config's hidden and attention dropout."""
+    if config.dropout < 0:
+        return {}
+    return dict(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
+
+
+def report(model, task, evals: dict, config, workdir, step: int, seconds: float,
+           outputs_of) -> dict:
+    """Every eval split's metrics, as fmt names them (the first plain, the rest
+    `split/metric`), with the steps and train seconds, into results.json."""
+    results = {"step": step, "train_seconds": seconds}
     for i, (split, features) in enumerate(evals.items()):
-        values = evaluate(model, task, features, config.eval_batch_size,
-                          lambda logits: {"logits": logits})
+        values = evaluate(model, task, features, config.eval_batch_size, outputs_of)
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
-    results["train_seconds"] = seconds
     write_json_atomic(workdir / "results.json", results)
     return results
 
 
-def main(argv):
-    del argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    workdir = pathlib.Path(_WORKDIR.value)
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
+def main_of(run):
+    """An absl main that runs `run(config, workdir)` and prints its results."""
+    def main(argv):
+        del argv
+        logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+        workdir = pathlib.Path(_WORKDIR.value)
+        workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main_of(run))

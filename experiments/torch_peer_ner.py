@@ -8,8 +8,6 @@ seqeval metrics.
       --config.train_file=... --config.eval_file=... --config.test_file=...
 """
 
-import json
-import logging
 import pathlib
 import types
 
@@ -19,10 +17,8 @@ from absl import app
 from fmt import hf
 from fmt.data import datasets
 from fmt.tasks.token_classification import TokenClassification
-from fmt.train.writers import write_json_atomic
 
 import torch_peer
-from torch_peer import _CONFIG, _WORKDIR  # the same --config and --workdir flags
 
 
 def run(config, workdir: pathlib.Path) -> dict:
@@ -37,34 +33,18 @@ def run(config, workdir: pathlib.Path) -> dict:
     evals = {k: task.featurize(model_facts, v, k, splits.origins[k])
              for k, v in splits.evals.items()}
     names = splits.label_names
-    kwargs = {}
-    if config.dropout >= 0:
-        kwargs = dict(hidden_dropout_prob=config.dropout,
-                      attention_probs_dropout_prob=config.dropout)
     model = AutoModelForTokenClassification.from_pretrained(
         str(folder), num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)}, **kwargs)
+        label2id={n: i for i, n in enumerate(names)}, **torch_peer.dropout_kwargs(config))
+
     def batch_of(indices):
         batch = torch_peer.padded(train, indices)
         return batch, batch.pop("labels")
 
-    step, train_seconds = torch_peer.fit(model, config, len(train), batch_of)
-    results = {"step": step, "train_seconds": train_seconds}
-    for i, (split, features) in enumerate(evals.items()):
-        values = torch_peer.evaluate(model, task, features, config.eval_batch_size,
-                                     lambda logits: {"predictions": logits.argmax(-1)})
-        results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
-    write_json_atomic(workdir / "results.json", results)
-    return results
-
-
-def main(argv):
-    del argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    workdir = pathlib.Path(_WORKDIR.value)
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
+    step, seconds = torch_peer.fit(model, config, len(train), batch_of)
+    return torch_peer.report(model, task, evals, config, workdir, step, seconds,
+                             lambda logits: {"predictions": logits.argmax(-1)})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(torch_peer.main_of(run))
