@@ -6,11 +6,10 @@ A record is {"tokens": [str], "tags": [str], "line": int}, with "line" the
 reading (unknown tags, overlong sentences) can still point into the file.
 """
 
-import os
 import re
 from collections.abc import Iterator, Sequence
 
-from fmt.data.sources import _jsonl_rows, _read_text
+from fmt.data.sources import _jsonl_rows, _read_text, file_extension
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 
@@ -40,13 +39,7 @@ def read_tagged(
     its tag in the last, columns split by tabs or spaces; blank lines end
     sentences and -DOCSTART- lines are skipped.
     """
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in FORMATS:
-        kind = repr(extension) if extension else "(no extension)"
-        raise UserError(
-            f"{path}: unsupported file type {kind} for tagged data; use one of "
-            f"{', '.join(FORMATS)} (.json means one object per line)"
-        )
+    extension = file_extension(path, FORMATS, "tagged data")
     text = _read_text(path)
     if extension in JSON_FORMATS:
         records = list(_json_records(path, text, tokens_field, tags_field))

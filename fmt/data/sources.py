@@ -97,13 +97,7 @@ def read_file(
     Returns the records, keyed by `text_fields` and "label", and the label
     names used (None for regression).
     """
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in FILE_FORMATS:
-        kind = repr(extension) if extension else "(no extension)"
-        raise UserError(
-            f"{path}: unsupported file type {kind}; "
-            f"use one of {', '.join(FILE_FORMATS)} (.json means one object per line)"
-        )
+    extension = file_extension(path, FILE_FORMATS)
     text = _read_text(path)
     fields = {field: field for field in text_fields}
     fix = _flag_fix(text_fields, label_field)
@@ -151,8 +145,23 @@ def _glue_file(spec: TaskSpec, data_dir: str, split: str) -> str:
     return path
 
 
-def _read_text(path: str) -> str:
-    """The file's text without a UTF-8 byte-order mark; never empty."""
+def file_extension(path: str, formats: tuple[str, ...], what: str = "") -> str:
+    """The lower-case extension of `path`, which must be one of `formats`;
+    `what` names the data in the error ("tagged data")."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in formats:
+        kind = repr(extension) if extension else "(no extension)"
+        raise UserError(
+            f"{path}: unsupported file type {kind}{f' for {what}' if what else ''}; "
+            f"use one of {', '.join(formats)} (.json means one object per line)"
+        )
+    return extension
+
+
+def _read_text(path: str,
+               empty: str = "file is empty; it needs at least one data row") -> str:
+    """The file's text without a UTF-8 byte-order mark; never empty (`empty` says
+    what is missing, in the reader's own words)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -170,7 +179,7 @@ def _read_text(path: str) -> str:
             f"{path}:{line}: not valid UTF-8 (byte 0x{bad}); re-save the file as UTF-8"
         ) from None
     if not text.strip():
-        raise UserError(f"{path}: file is empty; it needs at least one data row")
+        raise UserError(f"{path}: {empty}")
     return text
 
 

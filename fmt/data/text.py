@@ -13,17 +13,17 @@ Every example carries `special_tokens_mask` (never masked) and `word_ids`
 
 import json
 import logging
-import os
 
 import numpy as np
 
 from fmt.data.features import Features
-from fmt.data.sources import _lines, _read_text
+from fmt.data.sources import _lines, _read_text, file_extension
 from fmt.errors import UserError
 
 log = logging.getLogger("fmt")
 
 TEXT_FORMATS = (".txt", ".jsonl", ".json")
+NO_TEXT = "no text; it needs at least one non-blank line"
 CHUNK = 4096  # texts tokenized at a time: the tokenizer's Python lists cost far more than arrays
 MODES = ("line", "block")
 # Stream tag of the held-out split's permutation, so that it never equals the
@@ -34,33 +34,16 @@ _HELD_OUT_STREAM = 0x686F6C64
 def read_texts(path: str, text_field: str = "text") -> list[str]:
     """Texts of a .txt file (one per non-blank line) or a JSON lines file
     (.jsonl/.json: the `text_field` string of each object)."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in TEXT_FORMATS:
-        kind = repr(extension) if extension else "(no extension)"
-        raise UserError(f"{path}: unsupported file type {kind} for texts; use one of "
-                        f"{', '.join(TEXT_FORMATS)} (.json means one object per line)")
-    try:
-        text = _read_text(path)
-    except UserError:
-        if _blank(path):  # said in this reader's words rather than a table's ("data row")
-            raise UserError(f"{path}: no text; it needs at least one non-blank line") from None
-        raise
+    extension = file_extension(path, TEXT_FORMATS, "texts")
+    text = _read_text(path, empty=NO_TEXT)
     if extension == ".txt":
         texts = [line for _, line in _lines(text)]
     else:
         texts = [_json_text(path, number, line, text_field) for number, line in _lines(text)]
         texts = [t for t in texts if t.strip()]
     if not texts:
-        raise UserError(f"{path}: no text; it needs at least one non-blank line")
+        raise UserError(f"{path}: {NO_TEXT}")
     return texts
-
-
-def _blank(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return not f.read().removeprefix(b"\xef\xbb\xbf").strip()
-    except OSError:
-        return False
 
 
 def _json_text(path: str, number: int, line: str, text_field: str) -> str:
