@@ -37,6 +37,18 @@ def limit(data, config):
     return data
 
 
+def validation_split(config, train: list, origin: str, read, what: str):
+    """(train, validation records, where they came from): `--config.eval_file`
+    read by `read`, or else a held-out share of `train` (`--config.eval_fraction`),
+    which the log says; `what` names the records ("rows", "sentences")."""
+    if config.eval_file:
+        return train, read(config.eval_file), config.eval_file
+    train, held = text.held_out(train, config.eval_fraction, config.seed)
+    log.info("no --config.eval_file: evaluating on %d held-out %s of %s (set "
+             "--config.eval_file to evaluate on a file of your own)", len(held), what, origin)
+    return train, held, f"{origin} (held out: --config.eval_fraction)"
+
+
 def load(config) -> TaskData:
     if config.train_file:
         data = _load_files(config)
@@ -63,20 +75,13 @@ def _load_files(config) -> TaskData:
     fields = tuple(config.text_fields)
     train, names = sources.read_file(config.train_file, fields, config.label_field,
                                      regression=config.regression)
-    origins = {"train": config.train_file, "validation": config.eval_file}
-    if config.eval_file:
-        evals, _ = sources.read_file(config.eval_file, fields, config.label_field,
-                                     label_names=names, regression=config.regression)
-    else:
-        train, evals = text.held_out(train, config.eval_fraction, config.seed)
-        origins["validation"] = f"{config.train_file} (held out: --config.eval_fraction)"
-        log.info("no --config.eval_file: evaluating on %d held-out rows of %s (set "
-                 "--config.eval_file to evaluate on a file of your own)", len(evals),
-                 config.train_file)
+    read = lambda path: sources.read_file(path, fields, config.label_field, label_names=names,
+                                          regression=config.regression)[0]
+    train, evals, eval_origin = validation_split(config, train, config.train_file, read, "rows")
+    origins = {"train": config.train_file, "validation": eval_origin}
     splits = {"validation": evals}
     if config.test_file:
-        splits["test"], _ = sources.read_file(config.test_file, fields, config.label_field,
-                                              label_names=names, regression=config.regression)
+        splits["test"] = read(config.test_file)
         origins["test"] = config.test_file
     metric_names = ("pearson", "spearman") if config.regression else tuple(config.metrics)
     return TaskData("custom", fields, None if config.regression else names, metric_names,

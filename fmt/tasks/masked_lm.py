@@ -9,17 +9,14 @@ summed loss, masked-token count and correct count: `[batch, seq, vocab]`
 logits never leave the device.
 """
 
-import logging
-
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fmt.data import masking, text
+from fmt.data import datasets, masking, text
 from fmt.errors import UserError
 from fmt.tasks.base import IGNORE, Splits, TaskKind, token_cross_entropy
 
-log = logging.getLogger("fmt")
 EVAL_EPOCH = 2 ** 31 - 1  # the masks of evaluation: one draw, never a training epoch's
 
 
@@ -48,13 +45,8 @@ class MaskedLM(TaskKind):
         else:
             raise UserError("--config.train_file is empty; masked-LM reads .txt or .jsonl "
                             "files, or a TFDS text dataset (--config.tfds_dataset)")
-        if c.eval_file:
-            evals, eval_origin = text.read_texts(c.eval_file, c.text_field), c.eval_file
-        else:
-            train, evals = text.held_out(train, c.eval_fraction, c.seed)
-            eval_origin = f"{origin} (held out: --config.eval_fraction)"
-            log.info("no --config.eval_file: evaluating on %d held-out texts of %s",
-                     len(evals), origin)
+        train, evals, eval_origin = datasets.validation_split(
+            c, train, origin, lambda path: text.read_texts(path, c.text_field), "texts")
         return Splits("text", train, {"validation": evals},
                       {"train": origin, "validation": eval_origin})
 

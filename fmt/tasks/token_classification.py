@@ -13,7 +13,7 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 
-from fmt.data import conll, text, tokenize
+from fmt.data import conll, datasets, tokenize
 from fmt.data.features import Features
 from fmt.errors import UserError
 from fmt.metrics import entities
@@ -47,14 +47,10 @@ class TokenClassification(TaskKind):
         read = lambda path: conll.read_tagged(path, c.tokens_field, c.tags_field)
         train = read(c.train_file)
         self.label_names = conll.label_names(train, c.train_file)
-        evals, origins = {}, {"train": c.train_file}
-        if c.eval_file:
-            evals["validation"], origins["validation"] = read(c.eval_file), c.eval_file
-        else:
-            train, evals["validation"] = text.held_out(train, c.eval_fraction, c.seed)
-            origins["validation"] = f"{c.train_file} (held out: --config.eval_fraction)"
-            log.info("no --config.eval_file: evaluating on %d held-out sentences of %s",
-                     len(evals["validation"]), c.train_file)
+        train, validation, origin = datasets.validation_split(c, train, c.train_file, read,
+                                                              "sentences")
+        evals = {"validation": validation}
+        origins = {"train": c.train_file, "validation": origin}
         if c.test_file:
             evals["test"], origins["test"] = read(c.test_file), c.test_file
         for split, records in evals.items():
