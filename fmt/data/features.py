@@ -47,7 +47,8 @@ class Features:
                 {k: v[index] for k, v in self.examples.items()})
 
     def field_specs(self) -> tuple[dict[str, tuple[np.dtype, float]], dict[str, tuple]]:
-        """(per-token field -> (dtype, pad value), per-example field -> (dtype, shape))."""
+        """(per-token field -> (dtype, pad value), per-example field -> (dtype, shape)),
+        read off the first example; views that batch like Features share it."""
         tokens, examples = self.example(0) if len(self) else ({}, {})
         token_specs = {k: (np.asarray(v).dtype, self.pad_values.get(k, 0))
                        for k, v in tokens.items()}

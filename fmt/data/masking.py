@@ -94,13 +94,5 @@ class MaskedView:
         return ({"input_ids": masked, "labels": labels,
                  "token_type_ids": np.asarray(tokens["token_type_ids"], np.int32)}, examples)
 
-    def field_specs(self) -> tuple[dict[str, tuple[np.dtype, float]], dict[str, tuple]]:
-        """(per-token field -> (dtype, pad value), per-example field -> (dtype, shape))."""
-        pad_values = self.pad_values
-        int32 = np.dtype(np.int32)
-        token_specs = {"input_ids": (int32, self.pad_id),
-                       "labels": (int32, pad_values["labels"]),
-                       "token_type_ids": (int32, pad_values.get("token_type_ids", 0))}
-        _, examples = self.features.example(0) if len(self) else ({}, {})
-        example_specs = {k: (np.asarray(v).dtype, np.shape(v)) for k, v in examples.items()}
-        return token_specs, example_specs
+    # Derived from an example and the pad values, as for `Features`.
+    field_specs = Features.field_specs
