@@ -78,7 +78,7 @@ class Model:
                            jnp.asarray(token_type_ids))
 
     def name_map(self) -> list:
-        return self.family.backbone_name_map(self.config, self.head.pooler) + self.head.name_map
+        return name_map(self.config, self.head)
 
     def export_config(self) -> dict:
         config = {k: v for k, v in self.hf_config.items()
@@ -104,6 +104,14 @@ def build(config, task: str = "classification", num_outputs: int = 2, dtype=jnp.
     backbone = family.backbone(config, pooler=head.pooler, dtype=dtype,
                                param_dtype=param_dtype, remat=remat)
     return TaskModel(encoder=backbone, head=head.module), head
+
+
+def name_map(config, head: HeadSpec) -> list:
+    """The HF names of every weight: the family's backbone and the head."""
+    family = FAMILIES[config.model_type][0]
+    return family.backbone_name_map(config, head.pooler) + head.name_map
+
+
 def _init(module: nn.Module, seed: int):
     ids = jnp.zeros((1, 8), jnp.int32)
     return module.init(jax.random.key(seed), ids, ids, ids)["params"]
@@ -204,15 +212,15 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     if model_type not in FAMILIES:
         raise UserError(f"{folder}/config.json: model_type {model_type!r} is not supported; "
                         f"known: {sorted(FAMILIES)}")
-    config = FAMILIES[model_type][1].from_hf(hf_config)
+    family, config_class = FAMILIES[model_type]
+    config = config_class.from_hf(hf_config)
     if dropout is not None:
-        config = FAMILIES[model_type][0].with_dropout(config, dropout)
+        config = family.with_dropout(config, dropout)
     names = _label_names_from(kind, hf_config, num_labels, label_names)
     if num_labels is not None and names is not None and len(names) != num_labels:
         raise UserError(f"num_labels={num_labels} but {len(names)} label names were given")
     num_outputs = kind.num_outputs(names, config)
     module, head = build(config, task, num_outputs, dtype, param_dtype, remat)
-    family = FAMILIES[model_type][0]
     if scratch:
         log.info("%s: a new %s of %d parameters, initialized from seed %d (from scratch)",
                  folder, head.architecture, sum(int(np.prod(x.shape)) for x in
@@ -220,7 +228,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         params, info = init_params(module, seed), {"missing_keys": [], "unexpected_keys": []}
     else:
         tensors = hf.read_weights(folder)
-        name_map = family.backbone_name_map(config, head.pooler) + head.name_map
+        names_to_load = name_map(config, head)
         ignored = head.ignored
         trained_for = _trained_labels(kind, hf_config)
         if label_names is not None and trained_for is not None and trained_for != names:
@@ -228,9 +236,9 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
             # wrong ones: it is left out and a new one trained, as the log says.
             log.info("%s: its head was trained for the labels %s, not %s; a new head is "
                      "initialized", folder, trained_for, names)
-            name_map = family.backbone_name_map(config, head.pooler)
+            names_to_load = family.backbone_name_map(config, head.pooler)
             ignored += tuple(hf_name for hf_name, _, _ in head.name_map)
-        params, info = hf.load_params(tensors, name_map, param_shapes(module),
+        params, info = hf.load_params(tensors, names_to_load, param_shapes(module),
                                       family.weight_prefix(config), str(folder), ignored)
         hf.report_loading(info, head.architecture, str(folder), new_head_note)
         params = jax.tree.map(np.asarray, fill_missing(params, module, seed))

@@ -37,10 +37,8 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fmt.data.features import IGNORE, Features
-
 
 
 class Splits:
@@ -48,11 +46,9 @@ class Splits:
     where each came from, and the label names the data defines."""
 
     def __init__(self, name: str, train: list, evals: dict[str, list],
-                 origins: dict[str, str], label_names: tuple[str, ...] | None = None,
-                 **facts: Any):
+                 origins: dict[str, str], label_names: tuple[str, ...] | None = None):
         self.name, self.train, self.evals, self.origins = name, train, evals, origins
         self.label_names = label_names
-        self.facts = facts  # anything else the kind needs at featurize time
 
 
 class TaskKind:
@@ -114,10 +110,6 @@ class TaskKind:
                           predictions) -> None:
         """Write one split's predictions under `folder` (nothing by default)."""
 
-    @property
-    def main_metric(self) -> str:
-        return self.metric_names[0]
-
 
 def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array):
     """(summed cross-entropy over labelled tokens, their count) for `[batch, seq,
@@ -127,7 +119,3 @@ def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
     losses = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), jnp.where(valid, labels, 0))
     return jnp.where(valid, losses, 0.0).sum(), valid.sum().astype(jnp.float32)
-
-
-def rows_of(outputs: dict[str, list], name: str) -> np.ndarray:
-    return np.stack(outputs[name])

@@ -15,7 +15,7 @@ import optax
 from fmt import metrics
 from fmt.data import datasets, tokenize
 from fmt.files import write_text_atomic
-from fmt.tasks.base import Splits, TaskKind, rows_of
+from fmt.tasks.base import Splits, TaskKind
 
 
 class Classification(TaskKind):
@@ -75,7 +75,7 @@ class Classification(TaskKind):
         return logits[:, 0] if self.regression else logits.argmax(-1)
 
     def evaluate(self, outputs, features):
-        predictions = self.predict(rows_of(outputs, "logits"))
+        predictions = self.predict(np.stack(outputs["logits"]))
         labels = features.examples["labels"]
         return metrics.compute(self.metric_names, predictions, labels), predictions
 

@@ -57,11 +57,9 @@ def validate(config) -> None:
 def load_model(config, task, splits):
     """The checkpoint with the head the task kind needs, sized to the data's labels."""
     labels = {}
-    if task.labels == "classes_or_score":
-        names = splits.label_names
-        labels = dict(num_labels=len(names) if names else 1, label_names=names)
-    elif task.labels == "classes":
-        labels = dict(label_names=splits.label_names)
+    if task.labels:  # the data's label names; none for classification is regression
+        labels = (dict(label_names=splits.label_names) if splits.label_names
+                  else dict(num_labels=1))
     scratch = None
     if config.from_scratch:
         scratch = dict(num_hidden_layers=config.scratch_layers, hidden_size=config.scratch_hidden,
