@@ -29,7 +29,7 @@ def test_task_table():
     assert get_task("mnli").eval_splits == ("validation_matched", "validation_mismatched")
     assert get_task("mnli").file_name("validation_mismatched") == "dev_mismatched.tsv"
     assert get_task("wnli").label_names == ("not_entailment", "entailment")
-    assert get_task("MRPC").metrics == ("accuracy", "f1")
+    assert get_task("MRPC").metrics == ("f1", "accuracy")
     assert get_task("cola").metrics == ("mcc",)
     for spec in TASKS.values():
         assert spec.tfds_name == f"glue/{spec.name}"

@@ -7,9 +7,13 @@ text fields, label names (None for regression) and metric names.
 import dataclasses
 import logging
 
+import numpy as np
+
 from fmt.data import glue, sources, text
+from fmt.errors import UserError
 
 log = logging.getLogger("fmt")
+_FOLD_STREAM = 0x6b666f6c64  # seeds the fold permutation, apart from every run seed
 
 
 @dataclasses.dataclass
@@ -38,15 +42,40 @@ def limit(data, config):
 
 
 def validation_split(config, train: list, origin: str, read, what: str):
-    """(train, validation records, where they came from): `--config.eval_file`
-    read by `read`, or else a held-out share of `train` (`--config.eval_fraction`),
-    which the log says; `what` names the records ("rows", "sentences")."""
+    """(train, validation records, where they came from): fold `--config.cv_fold`
+    of `--config.cv_folds` in cross-validation, `--config.eval_file` read by `read`,
+    or else a held-out share of `train` (`--config.eval_fraction`), which the log
+    says; `what` names the records ("rows", "sentences")."""
+    if config.cv_folds:
+        if config.eval_file:
+            raise UserError("--config.cv_folds evaluates each run on a fold of the training "
+                            "file; drop --config.eval_file (or pass it as --config.test_file)")
+        train, held = k_fold(train, config.cv_folds, config.cv_fold)
+        return train, held, f"{origin} (fold {config.cv_fold} of {config.cv_folds})"
     if config.eval_file:
         return train, read(config.eval_file), config.eval_file
     train, held = text.held_out(train, config.eval_fraction, config.seed)
     log.info("no --config.eval_file: evaluating on %d held-out %s of %s (set "
              "--config.eval_file to evaluate on a file of your own)", len(held), what, origin)
     return train, held, f"{origin} (held out: --config.eval_fraction)"
+
+
+def k_fold(records: list, folds: int, fold: int) -> tuple[list, list]:
+    """(train, held out) for fold `fold` of `folds`: the records are dealt into
+    `folds` parts of sizes differing by at most one, by a permutation that is
+    the same for every run (every seed and setting sees the same folds), so the
+    held-out parts of folds 0..folds-1 cover the records exactly once. Both
+    sides keep the records' order."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise UserError(f"--config.cv_folds={folds} --config.cv_fold={fold}: give at least 2 "
+                        f"folds and a fold index from 0 to folds - 1")
+    if len(records) < folds:
+        raise UserError(f"{len(records)} training records cannot be cut into "
+                        f"--config.cv_folds={folds} folds; give fewer folds")
+    order = np.random.default_rng(_FOLD_STREAM).permutation(len(records))
+    held = np.zeros(len(records), bool)
+    held[np.array_split(order, folds)[fold]] = True
+    return ([r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h])
 
 
 def load(config) -> TaskData:
@@ -59,6 +88,9 @@ def load(config) -> TaskData:
 
 def _load_glue(config) -> TaskData:
     spec = glue.get_task(config.task)
+    if config.cv_folds:
+        raise UserError(f"--config.cv_folds: GLUE {spec.name} has a dev split to evaluate on; "
+                        "cross-validation is for own files without one (--config.train_file)")
     if config.data_dir:
         read = lambda split: sources.read_glue_dir(spec, config.data_dir, split)
         origin = lambda split: f"{config.data_dir}/{spec.glue_dir}/{spec.file_name(split)}"

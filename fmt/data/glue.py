@@ -22,7 +22,8 @@ class TaskSpec:
         text_fields: record keys holding text, named as in TFDS glue.
         label_names: class names in TFDS order (label id = index); None for
             regression.
-        metrics: the GLUE paper's metrics for this task.
+        metrics: the GLUE paper's metrics for this task, the one runs are judged by
+            (the paper's headline metric) first.
         eval_splits: splits reported at evaluation time.
         tfds_name: TFDS dataset name, e.g. "glue/sst2".
         glue_dir: folder name inside glue_data, e.g. "SST-2".
@@ -31,6 +32,12 @@ class TaskSpec:
         column_names: column names for glue_data files without a header row
             (CoLA); None when the first row of each file is the header.
         split_files: (split, file name) pairs inside the task folder.
+        test_files: (split, file name, leaderboard file name) of each unlabelled
+            test split: the glue_data file, whose first row is always a header
+            (CoLA's too), and the file the GLUE submission zip holds for it.
+        index_column: the test files' column of example ids (QQP: "id").
+        submission_ids: whether the GLUE leaderboard takes class ids (0/1, as
+            glue_data files write these tasks' labels) rather than class names.
     """
 
     name: str
@@ -45,6 +52,9 @@ class TaskSpec:
     column_names: tuple[str, ...] | None = None
     # Pairs rather than a dict keep the frozen spec hashable.
     split_files: tuple[tuple[str, str], ...] = _TRAIN_DEV
+    test_files: tuple[tuple[str, str, str], ...] = ()
+    index_column: str = "index"
+    submission_ids: bool = True
 
     @property
     def num_labels(self) -> int:
@@ -71,8 +81,32 @@ class TaskSpec:
             f"use one of: {', '.join(self.splits)}"
         )
 
+    @property
+    def test_splits(self) -> tuple[str, ...]:
+        """The unlabelled test splits, e.g. ("test",)."""
+        return tuple(split for split, _, _ in self.test_files)
+
+    def test_file(self, split: str) -> tuple[str, str]:
+        """(glue_data file name, leaderboard file name) of test split `split`."""
+        for known, file_name, submission in self.test_files:
+            if known == split:
+                return file_name, submission
+        raise UserError(f"task {self.name} has no test split {split!r}; "
+                        f"use one of: {', '.join(self.test_splits)}")
+
+    def submission_label(self, label: str) -> str | None:
+        """A class, by its name or its glue_data id ("0"), as the GLUE leaderboard
+        takes it: the id or the name (`submission_ids`); None if the task has no
+        such class."""
+        names = self.label_names or ()
+        ids = {name: i for i, name in enumerate(names)} | {str(i): i for i in range(len(names))}
+        if label not in ids:
+            return None
+        return str(ids[label]) if self.submission_ids else names[ids[label]]
+
 
 def _glue(name: str, glue_dir: str, **kwargs) -> TaskSpec:
+    kwargs.setdefault("test_files", (("test", "test.tsv", f"{glue_dir}.tsv"),))
     return TaskSpec(name=name, tfds_name=f"glue/{name}", glue_dir=glue_dir, **kwargs)
 
 
@@ -100,7 +134,7 @@ TASKS: dict[str, TaskSpec] = {
             "mrpc", "MRPC",
             text_fields=("sentence1", "sentence2"),
             label_names=("not_equivalent", "equivalent"),
-            metrics=("accuracy", "f1"),
+            metrics=("f1", "accuracy"),
             text_columns=("#1 String", "#2 String"),
             label_column="Quality",
         ),
@@ -108,9 +142,10 @@ TASKS: dict[str, TaskSpec] = {
             "qqp", "QQP",
             text_fields=("question1", "question2"),
             label_names=("not_duplicate", "duplicate"),
-            metrics=("accuracy", "f1"),
+            metrics=("f1", "accuracy"),
             text_columns=("question1", "question2"),
             label_column="is_duplicate",
+            index_column="id",  # QQP's test.tsv alone names its ids "id"
         ),
         _glue(
             "stsb", "STS-B",
@@ -134,18 +169,25 @@ TASKS: dict[str, TaskSpec] = {
                 ("validation_matched", "dev_matched.tsv"),
                 ("validation_mismatched", "dev_mismatched.tsv"),
             ),
+            test_files=(
+                ("test_matched", "test_matched.tsv", "MNLI-m.tsv"),
+                ("test_mismatched", "test_mismatched.tsv", "MNLI-mm.tsv"),
+            ),
+            submission_ids=False,
         ),
         _glue(
             "qnli", "QNLI",
             text_fields=("question", "sentence"),
             label_names=_NLI,
             text_columns=("question", "sentence"),
+            submission_ids=False,
         ),
         _glue(
             "rte", "RTE",
             text_fields=("sentence1", "sentence2"),
             label_names=_NLI,
             text_columns=("sentence1", "sentence2"),
+            submission_ids=False,
         ),
         _glue(
             "wnli", "WNLI",

@@ -61,6 +61,12 @@ class TaskKind:
         self.config = config
         self.metric_names: tuple[str, ...] = ()
 
+    @property
+    def main_metric(self) -> str:
+        """The metric a run is judged by (model selection in sweeps and tables): the
+        first the kind reports."""
+        return self.metric_names[0]
+
     # --- data -----------------------------------------------------------------
     def load(self) -> Splits:
         raise NotImplementedError

@@ -26,6 +26,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.regression = False           # own data: float labels and one output
     c.metrics = ("accuracy", "f1_macro")  # own data: metric names (fmt.metrics.METRICS)
     c.test_file = ""               # own data: a further split to evaluate and predict on
+    c.eval_fraction = 0.05         # own data: held-out share of the train rows when
+                                   # eval_file is ""
+    c.cv_folds = 0                 # own data: k-fold cross-validation, evaluating on fold
+                                   # cv_fold of the train file (experiments/sweep.py --folds)
+    c.cv_fold = 0                  # which fold is held out, 0 .. cv_folds - 1
     c.max_seq_length = 128         # longer inputs are truncated (pairs longest-first)
     # Token classification (NER, POS): CoNLL files, or jsonl with token and tag lists.
     c.tokens_field = "tokens"      # jsonl: the list of words
@@ -36,7 +41,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.tfds_dataset = ""            # TFDS text dataset (e.g. tiny_shakespeare) instead of files
     c.text_mode = "block"          # block: concatenate and cut into max_seq_length; line: a
                                    # text per example
-    c.eval_fraction = 0.05         # held-out share of the train rows when eval_file is ""
     c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
     # From scratch: a new model of this size around the tokenizer in --config.model's folder

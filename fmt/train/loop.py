@@ -318,7 +318,7 @@ def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, s
         params = best.restore(_abstract(state["params"]))
         if result_step != last_eval[0]:
             results = run_eval(params)  # also the best params' predictions
-    final = {"step": result_step, **_flatten(results)}
+    final = {"step": result_step, "main_metric": task.main_metric, **_flatten(results)}
     if result_step != step:
         final["last_step"] = step
     params = sharding.gather_to_host(params)  # every process joins the gather
