@@ -28,6 +28,7 @@ from fmt.data import datasets
 from fmt.data.features import Features
 from fmt.tasks.classification import Classification
 from fmt.train.optim import warmup_steps
+from fmt.train.workdir import save_config
 from fmt.train.writers import write_json_atomic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
@@ -158,7 +159,7 @@ def report(model, task, evals: dict, config, workdir, step: int, seconds: float,
            outputs_of) -> dict:
     """Every eval split's metrics, as fmt names them (the first plain, the rest
     `split/metric`), with the steps and train seconds, into results.json."""
-    results = {"step": step, "train_seconds": seconds}
+    results = {"step": step, "train_seconds": seconds, "main_metric": task.main_metric}
     for i, (split, features) in enumerate(evals.items()):
         values = evaluate(model, task, features, config.eval_batch_size, outputs_of)
         results.update({(k if i == 0 else f"{split}/{k}"): v for k, v in values.items()})
@@ -172,7 +173,7 @@ def main_of(run):
         del argv
         logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
         workdir = pathlib.Path(_WORKDIR.value)
-        workdir.mkdir(parents=True, exist_ok=True)
+        save_config(workdir, _CONFIG.value)  # what tables group and label runs by
         print(json.dumps(run(_CONFIG.value, workdir), sort_keys=True))
     return main
 
