@@ -1,7 +1,8 @@
 """Readers that turn data on disk into records.
 
 A record is a dict holding each text field as `str` and "label" as an `int`
-class id (classification) or a `float` (regression). Three sources feed it:
+class id (classification) or a `float` (regression); rows read to be labelled
+(`read_rows`, `read_glue_test`) have no "label". Three sources feed it:
 the original `glue_data` folders, TFDS `glue/*`, and a user's own
 csv/tsv/jsonl files. Every file reader goes through the same row checks, so a
 bad row gets the same one-line `path:line: ...` error whatever its format.
@@ -41,6 +42,18 @@ def read_glue_dir(spec: TaskSpec, data_dir: str, split: str) -> list[Record]:
     if spec.is_regression:
         return _labelled(path, examples, _to_score)
     return _labelled(path, examples, _class_id(spec.label_names, glue_ids=True))
+
+
+def read_glue_test(spec: TaskSpec, data_dir: str, split: str) -> tuple[str, list[Record]]:
+    """(path, records) of an unlabelled GLUE test split from a glue_data folder:
+    the text fields and "idx", the example's id in the file's index column."""
+    path = _glue_file(spec, data_dir, split, spec.test_file(split)[0])
+    # Test files always name their columns in a header row, CoLA's too.
+    header, rows = _tsv_rows(path, _read_text(path))
+    fields = dict(zip(spec.text_fields, spec.text_columns), idx=spec.index_column)
+    glue_fix = f"is it the {spec.glue_dir} folder of the original glue_data?"
+    _require_columns(path, header, list(fields.values()), lambda _: glue_fix)
+    return path, [texts for _, texts, _ in _examples(path, rows, fields, None, allow_empty=True)]
 
 
 def read_tfds(spec: TaskSpec, split: str, data_dir: str | None = None) -> list[Record]:
@@ -97,16 +110,9 @@ def read_file(
     Returns the records, keyed by `text_fields` and "label", and the label
     names used (None for regression).
     """
-    extension = file_extension(path, FILE_FORMATS)
-    text = _read_text(path)
     fields = {field: field for field in text_fields}
     fix = _flag_fix(text_fields, label_field)
-    if extension in (".jsonl", ".json"):
-        rows = _jsonl_rows(path, text)
-    else:
-        reader = _tsv_rows if extension == ".tsv" else _csv_rows
-        header, rows = reader(path, text)
-        _require_columns(path, header, [*text_fields, label_field], fix)
+    _, rows = _table(path, [*text_fields, label_field], fix)
     examples = _examples(path, rows, fields, label_field, allow_empty=False, fix=fix)
     if regression:
         return _labelled(path, examples, _to_score), None
@@ -114,6 +120,35 @@ def read_file(
         keyed = _labelled(path, examples, _label_key)
         label_names = tuple(sorted({record["label"] for record in keyed}))
     return _labelled(path, examples, _class_id(label_names)), label_names
+
+
+def read_rows(path: str, text_fields: tuple[str, ...], fix: Callable[[str], str]
+              ) -> tuple[list[str] | None, list[dict], list[Record]]:
+    """Read a user's .csv, .tsv or .jsonl/.json file of texts to label.
+
+    Returns the header (None for JSON lines), every row as read (all its
+    columns, to be written back) and the records of their `text_fields`; `fix`
+    says, for a text column the file lacks, what to change.
+    """
+    header, rows = _table(path, list(text_fields), fix)
+    rows = list(rows)
+    examples = _examples(path, rows, {f: f for f in text_fields}, None, allow_empty=False,
+                         fix=fix)
+    return header, [row for _, row in rows], [texts for _, texts, _ in examples]
+
+
+def _table(path: str, needed: list[str], fix: Callable[[str], str]
+           ) -> tuple[list[str] | None, Iterable[_Row]]:
+    """The header (None for JSON lines) and rows of a user's file, by its
+    extension; a csv/tsv header must name the `needed` columns."""
+    extension = file_extension(path, FILE_FORMATS)
+    text = _read_text(path)
+    if extension in (".jsonl", ".json"):
+        return None, _jsonl_rows(path, text)
+    reader = _tsv_rows if extension == ".tsv" else _csv_rows
+    header, rows = reader(path, text)
+    _require_columns(path, header, needed, fix)
+    return header, rows
 
 
 def _flag_fix(text_fields: tuple[str, ...], label_field: str) -> Callable[[str], str]:
@@ -127,9 +162,10 @@ def _flag_fix(text_fields: tuple[str, ...], label_field: str) -> Callable[[str],
     return fix
 
 
-def _glue_file(spec: TaskSpec, data_dir: str, split: str) -> str:
-    """Path of `split`'s file, with `data_dir` the glue_data root or task folder."""
-    file_name = spec.file_name(split)
+def _glue_file(spec: TaskSpec, data_dir: str, split: str, file_name: str | None = None) -> str:
+    """Path of `split`'s file (`file_name`, by default the labelled split's), with
+    `data_dir` the glue_data root or task folder."""
+    file_name = file_name or spec.file_name(split)
     if not os.path.isdir(data_dir):
         raise UserError(
             f"{data_dir}: no such folder; set --config.data_dir to the glue_data "
@@ -282,18 +318,19 @@ def _examples(
     path: str,
     rows: Iterable[_Row],
     fields: dict[str, str],
-    label_column: str,
+    label_column: str | None,
     allow_empty: bool,
     fix: Callable[[str], str] | None = None,
 ) -> list[tuple[int, dict[str, str], object]]:
     """(line, text per field, raw label) for each row, after checking its cells.
 
     `fields` maps each record field to the column holding it; `fix` advises on
-    a field that a row lacks, besides giving it to the row.
+    a field that a row lacks, besides giving it to the row. Without a
+    `label_column` (rows to be labelled) the raw label is None.
     """
     examples = []
     for number, row in rows:
-        for column in [*fields.values(), label_column]:
+        for column in [*fields.values(), *([label_column] if label_column else [])]:
             if column not in row:
                 advice = f" or {fix(column)}" if fix is not None else ""
                 raise UserError(
@@ -304,7 +341,7 @@ def _examples(
             field: _text(path, number, column, row[column], allow_empty)
             for field, column in fields.items()
         }
-        examples.append((number, texts, row[label_column]))
+        examples.append((number, texts, row[label_column] if label_column else None))
     if not examples:
         raise UserError(f"{path}: no data rows; the file needs at least one example")
     return examples

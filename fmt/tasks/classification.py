@@ -71,8 +71,14 @@ class Classification(TaskKind):
         return {"logits": logits}
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
+        """The prediction rule: the class id of the largest logit, or the score
+        (regression). Evaluation and fmt.predict both use it."""
         logits = np.asarray(logits)
         return logits[:, 0] if self.regression else logits.argmax(-1)
+
+    def label_of(self, prediction) -> str | float:
+        """A prediction (or gold label) as written out: the class name, or the score."""
+        return float(prediction) if self.regression else self.label_names[int(prediction)]
 
     def evaluate(self, outputs, features):
         predictions = self.predict(np.stack(outputs["logits"]))
@@ -82,7 +88,7 @@ class Classification(TaskKind):
     def write_predictions(self, folder, split, features, predictions):
         """`predictions_<split>.jsonl`: each example's predicted label (or score) and
         its gold one, in the split's order."""
-        name = (lambda i: float(i)) if self.regression else (lambda i: self.label_names[int(i)])
-        lines = [json.dumps({"index": i, "prediction": name(p), "label": name(gold)})
+        lines = [json.dumps({"index": i, "prediction": self.label_of(p),
+                             "label": self.label_of(gold)})
                  for i, (p, gold) in enumerate(zip(predictions, features.examples["labels"]))]
         write_text_atomic(folder / f"predictions_{split}.jsonl", "\n".join(lines) + "\n")
