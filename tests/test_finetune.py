@@ -42,7 +42,8 @@ def test_own_files_and_tfds_paths(tmp_path, tiny_model):
              f"--config.eval_file={tmp_path / 'dev.csv'}", "--config.label_field=sentiment",
              "--config.batch_size=8", "--config.max_steps=4", "--config.log_every_steps=2")
     results = json.loads((workdir / "results.json").read_text())
-    assert set(results) == {"step", "accuracy", "f1_macro"}
+    assert set(results) == {"step", "main_metric", "accuracy", "f1_macro"}
+    assert results["main_metric"] == "accuracy"
     exported = json.loads((workdir / "model" / "config.json").read_text())
     assert exported["id2label"] == {"0": "bad", "1": "good"}
 
@@ -57,7 +58,7 @@ def test_tfds_path_under_mock_data(tmp_path, tiny_model):
                   eval_batch_size=8, log_every_steps=1, progress_bar=False)
     with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
         results = train_and_evaluate(config, str(tmp_path))
-    assert results["step"] == 3 and set(results) == {"step", "pearson", "spearman"}
+    assert results["step"] == 3 and set(results) == {"step", "main_metric", "pearson", "spearman"}
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines[:3]] == [1, 2, 3]
     assert json.loads((tmp_path / "model" / "config.json").read_text())["problem_type"] == \

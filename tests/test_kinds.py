@@ -67,7 +67,7 @@ def test_mlm_resume_after_sigkill_is_identical(tmp_path, tiny_model):
     run_finetune(*args)
     assert record(broken) == record(clean)
     results = json.loads((clean / "results.json").read_text())
-    assert set(results) == {"step", "perplexity", "loss", "accuracy"}
+    assert set(results) == {"step", "main_metric", "perplexity", "loss", "accuracy"}
 
 
 def test_pretrain_from_scratch_then_classify(tmp_path):
