@@ -32,7 +32,7 @@ _SWEEP = flags.DEFINE_string("sweep", None, "The grid: FIELD=V1,V2;FIELD=V1,... 
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds run for every setting (default: the config "
                            "file's SEEDS, else 0).")
 _TASKS = flags.DEFINE_list("tasks", None, "Config arguments to sweep over, e.g. rte,mrpc "
-                           "(default: the config file's TASKS, else the one in --config).")
+                           "(default: the one in --config=FILE:TASK, else the file's TASKS).")
 _FOLDS = flags.DEFINE_integer("folds", 0, "> 1: k-fold cross-validation on the train file; "
                               "every setting and seed runs once per fold.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once, each on 1/N of the devices.")
@@ -69,7 +69,8 @@ def main(argv):
         spec = config_flags.get_config_filename(flags.FLAGS["config"])
         config_file, _, task = spec.partition(":")
         defaults = protocol_defaults(config_file)
-        tasks = _TASKS.value or list(defaults.get("TASKS", [task] if task else [""]))
+        # --tasks, else the task named in --config (FILE:TASK), else the file's TASKS.
+        tasks = _TASKS.value or ([task] if task else list(defaults.get("TASKS", [""])))
         grid = sweep.parse_grid(_SWEEP.value if _SWEEP.value is not None
                                 else defaults.get("SWEEP", ""), _CONFIG.value)
         try:

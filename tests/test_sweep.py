@@ -227,3 +227,31 @@ def test_device_shares_split_gpus_and_tpu_chips(monkeypatch):
     monkeypatch.setattr(sweep_lib, "_tpu_chips", lambda: [str(i) for i in range(6)])
     user_error(lambda: sweep_lib.device_shares(2), "--parallel=2", "1, 2 or 4 chips")
     assert sweep_lib.device_shares(1)[0].env == {}  # one at a time: every device
+
+
+def test_protocol_file_gives_grid_seeds_and_tasks(tmp_path, stand_in):
+    protocol = tmp_path / "protocol.py"
+    protocol.write_text(textwrap.dedent('''
+        from fmt.train.config import default_config
+        TASKS = ("rte", "mrpc")
+        SEEDS = (3,)
+        SWEEP = "learning_rate=1e-4,2e-4"
+        def get_config(task="rte"):
+            config = default_config()
+            config.task = task
+            return config
+    '''))
+    log = tmp_path / "starts.jsonl"
+    env = {**os.environ, "STARTS": str(log)}
+    run = lambda config, out: subprocess.run(
+        [*SWEEP, f"--config={config}", f"--script={stand_in}", f"--workdir={out}"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run(protocol, tmp_path / "all").returncode == 0
+    described = json.loads((tmp_path / "all/sweep.json").read_text())
+    assert (described["tasks"], described["seeds"]) == (["rte", "mrpc"], [3])
+    assert [r["workdir"] for r in described["runs"]][:2] == [
+        "rte/learning_rate=1e-4,seed=3", "rte/learning_rate=2e-4,seed=3"]
+    assert f"--config={protocol}:mrpc" in starts(log)[-1]["args"]
+    # A task named in --config wins over the file's TASKS.
+    assert run(f"{protocol}:mrpc", tmp_path / "one").returncode == 0
+    assert json.loads((tmp_path / "one/sweep.json").read_text())["tasks"] == ["mrpc"]
