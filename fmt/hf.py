@@ -2,8 +2,8 @@
 
 A folder is `config.json` + `model.safetensors` (or a sharded index) + the
 tokenizer files. Weights move through each family's explicit name map
-(`fmt.models.<family>.hf_name_map`): every shape is checked, and linear
-weights are transposed between torch's [out, in] and Flax's [in, out].
+(`fmt.models.<family>.backbone_name_map` and its heads): every shape is
+checked, and each entry names its transform (see `_to_flax`).
 """
 
 import importlib.metadata
@@ -29,8 +29,10 @@ PACKAGED_MODELS = {
 }
 _HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
               "vocab.*", "merges.txt", "special_tokens_map.json", "*.model"]
-# Buffers that torch checkpoints carry but that are not weights.
-_IGNORED_WEIGHTS = ("position_ids",)
+# Buffers that torch checkpoints carry but that are not weights: BERT's position
+# ids, the causal-mask buffers of older GPT-2 checkpoints, RoPE tables of older
+# Llama ones.
+_IGNORED_WEIGHTS = ("position_ids", ".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
 
 def resolve_folder(name_or_folder: str) -> pathlib.Path:
@@ -135,22 +137,60 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
         if not has_prefix and hf_name.startswith(prefix):
             key = hf_name[len(prefix):]
         if key not in tensors:
-            missing.append(hf_name)
+            if hf_name not in missing:  # a fused weight is several entries
+                missing.append(hf_name)
             continue
-        value = tensors[key].T if transform == "linear" else tensors[key]
         expected = _get(init_params, path)
-        if value.shape != expected.shape:
-            shown = tensors[key].shape
-            want = expected.shape[::-1] if transform == "linear" else expected.shape
-            raise UserError(f"{source}: weight {key} has shape {tuple(shown)} in the checkpoint "
-                            f"but the model needs {tuple(want)}; pass num_labels or label_names "
-                            "that match the checkpoint's head, or a checkpoint of this "
-                            "architecture (--config.model)")
-        _set(params, path, np.asarray(value, dtype=expected.dtype))
+        want = _hf_shape(tuple(expected.shape), transform)
+        if tuple(tensors[key].shape) != want:
+            raise UserError(f"{source}: weight {key} has shape {tuple(tensors[key].shape)} in the "
+                            f"checkpoint but the model needs {want}; pass num_labels or "
+                            "label_names that match the checkpoint's head, or a checkpoint of "
+                            "this architecture (--config.model)")
+        _set(params, path, np.asarray(_to_flax(tensors[key], transform), dtype=expected.dtype))
         used.add(key)
     unexpected = sorted(k for k in tensors if k not in used and k not in ignored
                         and not k.endswith(_IGNORED_WEIGHTS))
     return params, {"missing_keys": missing, "unexpected_keys": unexpected}
+
+
+def _parse(transform: str) -> tuple[str, int, int]:
+    """("linear", 1, 3) from "linear:1/3"; a plain transform is part 0 of 1."""
+    base, _, split = transform.partition(":")
+    if base not in ("copy", "linear", "conv1d"):
+        raise ValueError(f"unknown weight transform {transform!r}")
+    if not split:
+        return base, 0, 1
+    part, _, parts = split.partition("/")
+    return base, int(part), int(parts)
+
+
+def _to_flax(tensor: np.ndarray, transform: str) -> np.ndarray:
+    """A checkpoint tensor in fmt's layout, by the name map's transform:
+
+    - "copy": the same layout (embeddings, norms, biases);
+    - "linear": torch's Linear stores its weight [out, in]; a Flax kernel is [in, out];
+    - "conv1d": HF's Conv1D (GPT-2's dense layers) already stores [in, out], so it
+      is copied; named apart so that no one "fixes" the missing transpose;
+    - a suffix ":i/n" takes part i of n equal parts of the output features (the
+      last axis in fmt's layout): GPT-2's fused query/key/value weight `c_attn`
+      becomes three params, which `export_tensors` joins again.
+    """
+    base, part, parts = _parse(transform)
+    value = tensor.T if base == "linear" else tensor
+    return np.split(value, parts, axis=-1)[part] if parts > 1 else value
+
+
+def _to_hf(value: np.ndarray, transform: str) -> np.ndarray:
+    """The inverse of `_to_flax` for a whole (joined) tensor."""
+    return value.T if _parse(transform)[0] == "linear" else value
+
+
+def _hf_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
+    """The checkpoint shape of a param of `shape` under `transform`."""
+    base, _, parts = _parse(transform)
+    whole = shape[:-1] + (shape[-1] * parts,) if shape else shape
+    return whole[::-1] if base == "linear" else whole
 
 
 def _copy_tree(tree):
@@ -179,10 +219,19 @@ def report_loading(info: dict[str, list[str]], architecture: str, source: str,
 
 def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
     """Params as torch-layout tensors under their Hugging Face names."""
-    tensors = {}
+    tensors, pieces = {}, {}
     for hf_name, path, transform in name_map:
         value = np.asarray(_get(params, path), dtype=np.float32)
-        tensors[hf_name] = np.ascontiguousarray(value.T if transform == "linear" else value)
+        _, part, parts = _parse(transform)
+        if parts == 1:
+            tensors[hf_name] = np.ascontiguousarray(_to_hf(value, transform))
+        else:  # one part of a fused weight, joined once all parts are in
+            pieces.setdefault(hf_name, [None] * parts)[part] = value
+            if all(p is not None for p in pieces[hf_name]):
+                joined = np.concatenate(pieces.pop(hf_name), axis=-1)
+                tensors[hf_name] = np.ascontiguousarray(_to_hf(joined, transform))
+    if pieces:
+        raise ValueError(f"name map lacks parts of fused weights {sorted(pieces)}")
     return tensors
 
 

@@ -62,20 +62,25 @@ class Model:
 
     @functools.cached_property
     def _apply(self):
-        return jax.jit(lambda params, ids, mask, types: self.module.apply(
-            {"params": params}, ids, mask, types, deterministic=True))
+        return jax.jit(lambda params, ids, mask, types, positions, segments: self.module.apply(
+            {"params": params}, ids, mask, types, deterministic=True, positions=positions,
+            segment_ids=segments))
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
+                 segment_ids=None):
         """The task kind's outputs for a batch of token ids, as `transformers`
         computes them: `[batch, num_labels]` (classification), `[batch, seq,
-        num_labels]` (token classification), `[batch, seq, vocab]` (masked-LM)."""
+        num_labels]` (token classification), `[batch, seq, vocab]` (masked-LM,
+        causal-LM). Decoders also take `positions` (default: counted over real
+        tokens, so left padding is fine) and `segment_ids` (packed rows)."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
+        optional = [None if x is None else jnp.asarray(x) for x in (positions, segment_ids)]
         return self._apply(self.params, input_ids, jnp.asarray(attention_mask),
-                           jnp.asarray(token_type_ids))
+                           jnp.asarray(token_type_ids), *optional)
 
     def name_map(self) -> list:
         return name_map(self.config, self.head)
@@ -87,6 +92,14 @@ class Model:
         config.update(self.config.to_hf())
         config.update(architectures=[self.head.architecture])
         config.update(_kinds()[self.task].hf_config_fields(self.label_names))
+        if config.get("pad_token_id") is None:
+            # A decoder checkpoint often has none, and HF's decoder classifiers
+            # find each row's last token by it (and refuse batches without
+            # one): the id fmt's batches are padded with, else end-of-text.
+            eos = config.get("eos_token_id")
+            eos = eos[0] if isinstance(eos, list) else eos
+            pad = getattr(self.tokenizer, "pad_token_id", None)
+            config["pad_token_id"] = pad if pad is not None else eos
         return config
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
@@ -206,7 +219,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         raise UserError(f"task {task!r} is not supported; choose one of {tuple(kinds)}")
     kind = kinds[task]
     folder = hf.resolve_folder(name_or_folder)
-    tokenizer = hf.load_tokenizer(folder) if scratch else None
+    tokenizer = with_pad_token(hf.load_tokenizer(folder)) if scratch else None
     hf_config = scratch_config(tokenizer, scratch, folder) if scratch else hf.read_config(folder)
     model_type = hf_config.get("model_type")
     if model_type not in FAMILIES:
@@ -242,8 +255,20 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
                                       family.weight_prefix(config), str(folder), ignored)
         hf.report_loading(info, head.architecture, str(folder), new_head_note)
         params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
-        tokenizer = hf.load_tokenizer(folder)
+        tokenizer = with_pad_token(hf.load_tokenizer(folder))
     return Model(module, params, config, hf_config, tokenizer, names, info, task, head)
+
+
+def with_pad_token(tokenizer):
+    """The tokenizer, given its end-of-text token as pad token if it has none.
+
+    Decoders' tokenizers (GPT-2, Llama) usually have no pad token. Padding is
+    masked out, so any id serves; end-of-text is the custom with
+    `transformers`, and the exported config then names it (`export_config`).
+    """
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # Tokenizer classes -> the family a model from scratch gets.

@@ -437,7 +437,7 @@ def test_other_user_errors(tiny, tmp_path):
     user_error(lambda: fmt.from_pretrained(str(source), task="generation"), "generation")
     user_error(lambda: fmt.from_pretrained(str(source), num_labels=2, label_names=("a", "b", "c")),
                "num_labels=2")
-    folder = tmp_path / "gpt2"
+    folder = tmp_path / "xlnet"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    user_error(lambda: fmt.from_pretrained(str(folder)), "gpt2", "config.json")
+    (folder / "config.json").write_text(json.dumps({"model_type": "xlnet"}))
+    user_error(lambda: fmt.from_pretrained(str(folder)), "xlnet", "config.json")

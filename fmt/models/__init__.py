@@ -3,7 +3,10 @@
 - a config dataclass with `from_hf(dict)` and `to_hf() -> dict`;
 - `backbone(config, *, pooler, dtype, param_dtype, remat)`: a module taking
   `(input_ids, attention_mask, token_type_ids, deterministic)` and returning a
-  `heads.BackboneOutput`;
+  `heads.BackboneOutput`; a decoder's also takes `positions=None` (default:
+  counted over real tokens, so left-padded rows start at 0) and
+  `segment_ids=None` (packed rows: tokens attend within their segment only),
+  and ignores `token_type_ids`;
 - `backbone_name_map(config, pooler)` and `weight_prefix(config)`: the HF names
   of the backbone's weights;
 - `with_dropout(config, rate)` and `max_positions(config)`;
@@ -13,10 +16,14 @@
 A new family is a new file plus one line here.
 """
 
-from fmt.models import bert
+from fmt.models import bert, gpt2, llama
 
 # Hugging Face `model_type` -> (family module, config class).
 FAMILIES = {
     "bert": (bert, bert.BertConfig),
     "roberta": (bert, bert.BertConfig),
+    "gpt2": (gpt2, gpt2.GPT2Config),
+    "llama": (llama, llama.LlamaConfig),
+    "mistral": (llama, llama.LlamaConfig),
+    "qwen2": (llama, llama.LlamaConfig),
 }

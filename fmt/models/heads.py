@@ -3,7 +3,8 @@ about each head it supports (`HeadSpec`).
 
 A backbone returns a `BackboneOutput`; a head turns it into the task kind's
 outputs: `[batch, num_labels]` for sequence classification, `[batch, seq,
-num_labels]` for token classification, `[batch, seq, vocab]` for masked-LM.
+num_labels]` for token classification, `[batch, seq, vocab]` for masked-LM and
+causal-LM.
 Heads are generic; the Hugging Face names of their weights differ by family,
 so each family pairs a head with its names and architecture in a `HeadSpec`.
 """
@@ -24,7 +25,8 @@ WeightName = tuple[str, tuple[str, ...], str]
 
 class BackboneOutput(NamedTuple):
     hidden: jax.Array            # [batch, seq, hidden], compute dtype
-    pooled: jax.Array | None     # [batch, hidden] (BERT's pooler), or None
+    pooled: jax.Array | None     # [batch, hidden] (BERT's pooler, a decoder's last
+                                 # real token), or None
     embedding: jax.Array         # [vocab, hidden] word embeddings, for tied decoders
 
 
@@ -52,18 +54,24 @@ class TaskModel(nn.Module):
     head: nn.Module
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 deterministic: bool = True):
-        out = self.encoder(input_ids, attention_mask, token_type_ids, deterministic)
+                 deterministic: bool = True, positions=None, segment_ids=None):
+        # Only decoders take positions and segments (packed rows); encoders keep
+        # the four-argument call.
+        extra = {name: value for name, value in
+                 (("positions", positions), ("segment_ids", segment_ids)) if value is not None}
+        out = self.encoder(input_ids, attention_mask, token_type_ids, deterministic, **extra)
         return jax.tree.map(lambda x: x.astype(jnp.float32), self.head(out, deterministic))
 
 
 class LinearHead(nn.Module):
     """Dropout and one dense layer named `classifier`, over the pooled `[CLS]`
-    (BERT's sequence classifier: `[batch, num_labels]`) or over every token
-    (token classification: `[batch, seq, num_labels]`)."""
+    (BERT's sequence classifier: `[batch, num_labels]`; a decoder's last real
+    token, through HF's bias-free `score`) or over every token (token
+    classification: `[batch, seq, num_labels]`)."""
     num_labels: int
     dropout_rate: float
     per_token: bool = False
+    use_bias: bool = True
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -74,7 +82,7 @@ class LinearHead(nn.Module):
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         return layers.dense(self.num_labels, ("embed", None), init_std=self.init_std,
                             dtype=self.dtype, param_dtype=self.param_dtype,
-                            name="classifier")(x)
+                            use_bias=self.use_bias, name="classifier")(x)
 
 
 class RobertaClassifierHead(nn.Module):
@@ -119,3 +127,22 @@ class MaskedLMHead(nn.Module):
                           (vocab,), self.param_dtype)
         logits = jnp.einsum("bsh,vh->bsv", x, out.embedding.astype(self.dtype))
         return logits + bias.astype(self.dtype)
+
+
+class CausalLMHead(nn.Module):
+    """A decoder's LM head: next-token logits `[batch, seq, vocab]` at every
+    position, from the word embeddings (`tied`: GPT-2, Llama with
+    `tie_word_embeddings`) or from its own bias-free projection `lm_head`."""
+    vocab_size: int
+    tied: bool
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, deterministic: bool):
+        if self.tied:
+            return jnp.einsum("bsh,vh->bsv", out.hidden, out.embedding.astype(self.dtype))
+        return layers.dense(self.vocab_size, ("embed", "vocab"), init_std=self.init_std,
+                            dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False,
+                            name="lm_head")(out.hidden)

@@ -1,4 +1,6 @@
-"""Building blocks shared by the Transformer families: attention, MLP, dense layers.
+"""Building blocks shared by the Transformer families: attention (bidirectional for
+encoders, causal with RoPE and grouped-query heads for decoders), MLPs, norms,
+attention masks and dense layers.
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `mlp`), so
 sharding rules can place it on a mesh without the modules knowing the mesh.
@@ -10,6 +12,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -147,3 +150,187 @@ class PostLNLayer(nn.Module):
         h = MLP(self.intermediate_size, self.activation, name="mlp", **kw)(x)
         h = nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
         return layer_norm(self.layer_norm_eps, name="mlp_norm", **norm_kw)(x + h)
+
+
+# --- decoder building blocks (GPT-2, Llama family) ------------------------------
+
+def default_positions(attention_mask: jax.Array) -> jax.Array:
+    """Each token's position counted over real tokens only, from 0: a left-padded
+    row's first real token is position 0, as `generate` numbers them in
+    `transformers`. Padding gets 0 or the last real position; its outputs are
+    never read."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def decoder_mask(attention_mask: jax.Array, segment_ids: jax.Array | None = None,
+                 sliding_window: int | None = None) -> jax.Array:
+    """Which keys each query may attend to: `[batch, 1 (heads), queries, keys]` bool.
+
+    Causal (a key at or before the query), never a padded key, within the query's
+    segment when `segment_ids` are given (packed rows), and, with a sliding
+    window, only the `sliding_window` latest keys, the query's own included
+    (HF's `kv_idx > q_idx - sliding_window`). Distances are counted in row
+    indices, which equal position differences inside any one example.
+    A query with no key left (left padding) gets uniform weights, not NaN; its
+    output is padding anyway.
+    """
+    length = attention_mask.shape[1]
+    query = jnp.arange(length)[:, None]
+    key = jnp.arange(length)[None, :]
+    allowed = key <= query
+    if sliding_window is not None:
+        allowed &= query - key < sliding_window
+    mask = allowed[None] & attention_mask.astype(bool)[:, None, :]
+    if segment_ids is not None:
+        mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+    return mask[:, None]
+
+
+def last_token(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """The hidden state at each row's last real token `[batch, hidden]`: what a
+    decoder's sequence classifier reads, whichever side the row is padded on."""
+    index = jnp.argmax(jnp.arange(hidden.shape[1]) * attention_mask.astype(jnp.int32), axis=1)
+    return jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Llama): no centring and no bias; the statistics in
+    float32 whatever the compute dtype, as `transformers` computes them."""
+    eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                                 ("embed",)),
+                           (x.shape[-1],), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return scale.astype(self.dtype) * x32.astype(self.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> np.ndarray:
+    """RoPE's inverse frequencies `[head_dim // 2]` (float32, as `transformers`
+    computes them), with "linear" or Llama-3 ("llama3") scaling when given.
+
+    Llama 3 leaves high frequencies (wavelengths under `original / high_freq_factor`)
+    alone, divides low ones (over `original / low_freq_factor`) by `factor`, and
+    blends the two in between, so short-range attention keeps its resolution
+    while long wavelengths stretch to the longer context.
+    """
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    inv_freq = (1.0 / np.power(np.float32(theta), exponents)).astype(np.float32)
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "default":
+        return inv_freq
+    factor = np.float32(scaling["factor"])
+    if kind == "linear":
+        return (inv_freq / factor).astype(np.float32)
+    if kind == "llama3":
+        low, high = np.float32(scaling["low_freq_factor"]), np.float32(scaling["high_freq_factor"])
+        original = np.float32(scaling["original_max_position_embeddings"])
+        wavelength = np.float32(2 * np.pi) / inv_freq
+        scaled = np.where(wavelength > original / low, inv_freq / factor, inv_freq)
+        smooth = (original / wavelength - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelength >= original / high) & (wavelength <= original / low)
+        return np.where(medium, blended, scaled).astype(np.float32)
+    raise ValueError(f"unsupported rope_type {kind!r}; known: default, linear, llama3")
+
+
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin) `[batch, seq, head_dim]` in float32 for each token's position:
+    computed once per forward pass and shared by every layer."""
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Rotate `x` `[batch, seq, heads, head_dim]` by its positions' angles, pairing
+    dimension i with i + head_dim/2 (the "rotate half" layout of HF checkpoints,
+    not interleaved pairs)."""
+    cos, sin = (t[:, :, None, :] for t in rope)
+    x32 = x.astype(jnp.float32)
+    first, second = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-second, first], axis=-1)
+    return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def repeat_kv(x: jax.Array, groups: int) -> jax.Array:
+    """Grouped-query attention's key/value heads `[b, s, kv_heads, d]`, each
+    repeated for the `groups` query heads that share it: query head n reads
+    key/value head n // groups, as in `transformers`."""
+    return x if groups == 1 else jnp.repeat(x, groups, axis=2)
+
+
+class CausalSelfAttention(nn.Module):
+    """A decoder's self-attention: separate query/key/value projections, grouped-
+    query heads (`num_kv_heads` dividing `num_heads`), RoPE when given the
+    (cos, sin) tables, and any boolean mask from `decoder_mask`.
+
+    Positions arrive as RoPE tables and the mask is built outside, so a KV
+    cache (one token at a time against earlier keys) only changes what this
+    module keeps between calls. Dropout on the attention probabilities takes
+    the explicit softmax path, as in `SelfAttention`.
+    """
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    out_bias: bool = False
+    scale: float | None = None  # None: head_dim ** -0.5
+    dropout_rate: float = 0.0
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+                 rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        batch, length, hidden = x.shape
+        kw = dict(init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype)
+
+        def project(heads, name):
+            out = dense(heads * self.head_dim, ("embed", "heads"), name=name,
+                        use_bias=self.qkv_bias, **kw)(x)
+            return out.reshape(batch, length, heads, self.head_dim)
+
+        query = project(self.num_heads, "query")
+        key = project(self.num_kv_heads, "key")
+        value = project(self.num_kv_heads, "value")
+        if rope is not None:
+            query, key = apply_rope(query, rope), apply_rope(key, rope)
+        scale = self.head_dim ** -0.5 if self.scale is None else self.scale
+        if deterministic or self.dropout_rate == 0.0:
+            context = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)
+        else:
+            groups = self.num_heads // self.num_kv_heads
+            key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+            logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * scale
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+            probs = nn.Dropout(self.dropout_rate)(jax.nn.softmax(logits, axis=-1),
+                                                  deterministic=False)
+            context = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+        context = context.reshape(batch, length, self.num_heads * self.head_dim)
+        return dense(hidden, ("heads", "embed"), name="out", use_bias=self.out_bias, **kw)(context)
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU feed-forward (Llama): down(act(gate(x)) * up(x))."""
+    intermediate_size: int
+    activation: str = "silu"
+    use_bias: bool = False
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
+                  use_bias=self.use_bias)
+        gate = dense(self.intermediate_size, ("embed", "mlp"), name="gate", **kw)(x)
+        up = dense(self.intermediate_size, ("embed", "mlp"), name="up", **kw)(x)
+        return dense(x.shape[-1], ("mlp", "embed"), name="down", **kw)(
+            activation(self.activation)(gate) * up)
