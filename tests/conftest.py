@@ -59,3 +59,48 @@ def user_error(call, *fragments):
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+TEXT = ROOT / "tests/data/text/tinyshakespeare_first3000.txt"
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory):
+    """`tiny_decoder("gpt2" | "llama")`: a random 2-layer decoder folder with a
+    byte-level BPE tokenizer (500 ids, trained on the Shakespeare slice) whose
+    only special token is end-of-text, as GPT-2's: no pad token."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    folders = {}
+
+    def make(family: str) -> pathlib.Path:
+        if family in folders:
+            return folders[family]
+        folder = tmp_path_factory.mktemp(f"tiny-{family}")
+        backend = Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.train_from_iterator(TEXT.read_text().splitlines(), trainer=trainers.BpeTrainer(
+            vocab_size=500, special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tokenizer = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+            unk_token="<|endoftext|>")
+        tokenizer.save_pretrained(str(folder))
+        torch.manual_seed(0)
+        if family == "gpt2":
+            config = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=128,
+                                             n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
+                                             eos_token_id=0)
+            model = transformers.GPT2LMHeadModel(config)
+        else:
+            config = transformers.LlamaConfig(
+                vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=128, bos_token_id=0, eos_token_id=0)
+            model = transformers.LlamaForCausalLM(config)
+        model.save_pretrained(folder)
+        folders[family] = folder
+        return folder
+    return make

@@ -78,6 +78,28 @@ def k_fold(records: list, folds: int, fold: int) -> tuple[list, list]:
     return ([r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h])
 
 
+def text_records(config) -> tuple[list[str], list[str], dict[str, str]]:
+    """(train texts, validation texts, where each came from) of a language-model
+    run: .txt/.jsonl files or a TFDS text dataset, validated on --config.eval_file
+    or a held-out share; prompt/response pairs (dicts) from .jsonl files when
+    --config.response_field is set."""
+    if config.get("response_field"):
+        read = lambda path: text.read_pairs(path, config.prompt_field, config.response_field)
+    else:
+        read = lambda path: text.read_texts(path, config.text_field)
+    if config.tfds_dataset:
+        train = text.read_tfds_texts(config.tfds_dataset, "train", config.text_field,
+                                     config.tfds_data_dir or None)
+        origin = f"TFDS {config.tfds_dataset}"
+    elif config.train_file:
+        train, origin = read(config.train_file), config.train_file
+    else:
+        raise UserError(f"--config.train_file is empty; {config.task_kind} reads .txt or .jsonl "
+                        "files, or a TFDS text dataset (--config.tfds_dataset)")
+    train, evals, eval_origin = validation_split(config, train, origin, read, "texts")
+    return train, evals, {"train": origin, "validation": eval_origin}
+
+
 def load(config) -> TaskData:
     if config.train_file:
         data = _load_files(config)

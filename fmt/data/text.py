@@ -46,6 +46,23 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     return texts
 
 
+def read_pairs(path: str, prompt_field: str, response_field: str) -> list[dict[str, str]]:
+    """Prompt/response pairs of a JSON lines file: {"prompt": ..., "response": ...}
+    per row (the fields as named); a row without a response is an error."""
+    file_extension(path, (".jsonl", ".json"), "prompt/response pairs")
+    pairs = []
+    for number, line in _lines(_read_text(path, empty=NO_TEXT)):
+        prompt = _json_text(path, number, line, prompt_field)
+        response = _json_text(path, number, line, response_field)
+        if not response.strip():
+            raise UserError(f"{path}:{number}: the {response_field!r} is empty; every row "
+                            f"needs a response to learn (--config.response_field names it)")
+        pairs.append({"prompt": prompt, "response": response})
+    if not pairs:
+        raise UserError(f"{path}: {NO_TEXT}")
+    return pairs
+
+
 def _json_text(path: str, number: int, line: str, text_field: str) -> str:
     try:
         row = json.loads(line)

@@ -1,11 +1,12 @@
 """Task kinds, by the name `--config.task_kind` and `fmt.from_pretrained(task=...)`
 take. Each is a `fmt.tasks.base.TaskKind`; a new kind is a new file and a line here."""
 
+from fmt.tasks.causal_lm import CausalLM
 from fmt.tasks.classification import Classification
 from fmt.tasks.masked_lm import MaskedLM
 from fmt.tasks.token_classification import TokenClassification
 
-KINDS = {kind.name: kind for kind in (Classification, TokenClassification, MaskedLM)}
+KINDS = {kind.name: kind for kind in (Classification, TokenClassification, MaskedLM, CausalLM)}
 
 
 def create(config):

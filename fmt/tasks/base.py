@@ -22,10 +22,11 @@ How the kinds still to come fit:
   in `info`, which example and character offsets each window has; `eval_outputs`
   are the start/end logits of a row; `evaluate` groups windows by example. The
   loop never learns that one example made several features.
-- causal-LM with packing: a `train_view`/`eval_view` whose rows are packed
-  examples, with `segment_ids` and per-segment `position_ids` as per-token
-  fields; the loss is summed over target tokens and weighted by their count, as
-  masked-LM's is. The backbone must take those fields (decoder families).
+- packing (causal-LM, `packable`): the batching layer, not the kind, packs
+  whole examples into rows (fmt.data.batching.packed_plan) and adds
+  `segment_ids` and restarting `positions`, which reach the backbone as model
+  inputs; a kind whose targets look across tokens masks segment boundaries in
+  its loss (causal-LM's shifted labels).
 - seq2seq: encoder and decoder fields; decoder fields need their own padded
   length, so batches will carry a length per field group (today one length per
   batch), and evaluation a decode step that generates before `evaluate` scores
@@ -56,6 +57,10 @@ class TaskKind:
     head: ClassVar[str]                   # the head kind families provide
     labels: ClassVar[str | None] = None   # "classes", "classes_or_score" or None
     architecture_suffix: ClassVar[str] = ""  # HF class suffix of trained checkpoints
+    # Whether several examples may share a training row (`--config.pack`): only
+    # kinds with per-token targets and no per-example fields, on models that read
+    # `segment_ids` and `positions`.
+    packable: ClassVar[bool] = False
 
     def __init__(self, config):
         self.config = config
@@ -125,3 +130,25 @@ def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
     losses = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), jnp.where(valid, labels, 0))
     return jnp.where(valid, losses, 0.0).sum(), valid.sum().astype(jnp.float32)
+
+
+def token_lm_outputs(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict:
+    """Each row's summed loss, labelled-token count and correct count (on device:
+    `[batch, seq, vocab]` logits never leave it), for language-model kinds."""
+    import optax
+    valid = (labels != IGNORE) & (weights[:, None] > 0)
+    target = jnp.where(valid, labels, 0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, target)
+    correct = (jnp.argmax(logits, axis=-1) == target) & valid
+    return {"loss_sum": jnp.where(valid, losses, 0.0).sum(-1),
+            "count": valid.sum(-1), "correct": correct.sum(-1)}
+
+
+def token_lm_metrics(outputs: dict) -> dict:
+    """Perplexity, loss and accuracy over every labelled token of a split."""
+    import numpy as np
+    loss_sum = float(np.sum(outputs["loss_sum"], dtype=np.float64))
+    count = int(np.sum(outputs["count"]))  # > 0: the kinds check it when featurizing
+    loss = loss_sum / count
+    return {"perplexity": float(np.exp(loss)), "loss": loss,
+            "accuracy": int(np.sum(outputs["correct"])) / count}

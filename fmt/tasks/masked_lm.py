@@ -9,13 +9,10 @@ summed loss, masked-token count and correct count: `[batch, seq, vocab]`
 logits never leave the device.
 """
 
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 from fmt.data import datasets, masking, text
 from fmt.errors import UserError
-from fmt.tasks.base import IGNORE, Splits, TaskKind, token_cross_entropy
+from fmt.tasks.base import (IGNORE, Splits, TaskKind, token_cross_entropy, token_lm_metrics,
+                            token_lm_outputs)
 
 EVAL_EPOCH = 2 ** 31 - 1  # the masks of evaluation: one draw, never a training epoch's
 
@@ -35,20 +32,8 @@ class MaskedLM(TaskKind):
         return model_config.vocab_size
 
     def load(self) -> Splits:
-        c = self.config
-        if c.tfds_dataset:
-            train = text.read_tfds_texts(c.tfds_dataset, "train", c.text_field,
-                                         c.tfds_data_dir or None)
-            origin = f"TFDS {c.tfds_dataset}"
-        elif c.train_file:
-            train, origin = text.read_texts(c.train_file, c.text_field), c.train_file
-        else:
-            raise UserError("--config.train_file is empty; masked-LM reads .txt or .jsonl "
-                            "files, or a TFDS text dataset (--config.tfds_dataset)")
-        train, evals, eval_origin = datasets.validation_split(
-            c, train, origin, lambda path: text.read_texts(path, c.text_field), "texts")
-        return Splits("text", train, {"validation": evals},
-                      {"train": origin, "validation": eval_origin})
+        train, validation, origins = datasets.text_records(self.config)
+        return Splits("text", train, {"validation": validation}, origins)
 
     def featurize(self, model, records, split, source):
         c = self.config
@@ -82,17 +67,7 @@ class MaskedLM(TaskKind):
         return token_cross_entropy(logits, batch["labels"], batch["weights"])
 
     def eval_outputs(self, logits, batch):
-        labels = batch["labels"]
-        valid = (labels != IGNORE) & (batch["weights"][:, None] > 0)
-        target = jnp.where(valid, labels, 0)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, target)
-        correct = (jnp.argmax(logits, axis=-1) == target) & valid
-        return {"loss_sum": jnp.where(valid, losses, 0.0).sum(-1),
-                "count": valid.sum(-1), "correct": correct.sum(-1)}
+        return token_lm_outputs(logits, batch["labels"], batch["weights"])
 
     def evaluate(self, outputs, features):
-        loss_sum = float(np.sum(outputs["loss_sum"], dtype=np.float64))
-        count = int(np.sum(outputs["count"]))  # > 0: checked when the split was featurized
-        loss = loss_sum / count
-        return {"perplexity": float(np.exp(loss)), "loss": loss,
-                "accuracy": int(np.sum(outputs["correct"])) / count}, None
+        return token_lm_metrics(outputs), None

@@ -11,7 +11,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dropout = -1.0               # hidden and attention dropout; < 0 keeps the checkpoint's
     c.remat = False                # recompute layer activations in the backward pass: less
                                    # memory for about a third more compute
-    # Task kind: classification, token_classification or masked_lm (fmt.tasks.KINDS).
+    # Task kind: classification, token_classification, masked_lm or causal_lm (fmt.tasks.KINDS).
     c.task_kind = "classification"
     # Data: a GLUE task (TFDS, or glue_data files when data_dir is set) or local files.
     c.task = "sst2"                # GLUE task name; ignored when train_file is set
@@ -36,11 +36,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.tokens_field = "tokens"      # jsonl: the list of words
     c.tags_field = "tags"          # jsonl: the list of tags, one per word
     c.label_all_tokens = False     # label every sub-token of a word, not only the first
-    # Masked-LM: .txt (a text per line) or .jsonl files, or a TFDS text dataset.
+    # Masked-LM and causal-LM: .txt (a text per line) or .jsonl files, or a TFDS text dataset.
     c.text_field = "text"          # jsonl / TFDS: the field holding the text
     c.tfds_dataset = ""            # TFDS text dataset (e.g. tiny_shakespeare) instead of files
     c.text_mode = "block"          # block: concatenate and cut into max_seq_length; line: a
                                    # text per example
+    # Causal-LM prompt/response pairs (.jsonl): the loss falls on the response only.
+    c.prompt_field = "prompt"      # jsonl: the field holding the prompt
+    c.response_field = ""          # jsonl: the field holding the response; "" = plain text
     c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
     # From scratch: a new model of this size around the tokenizer in --config.model's folder
@@ -54,6 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
     c.num_buckets = 0              # > 0: fit that many lengths to the training data, padding
                                    # least (used when bucket_lengths is ())
+    c.pack = False                 # train on rows of max_seq_length packed with whole
+                                   # examples (causal-LM), instead of length buckets
     c.max_train_examples = 0       # use the first N training examples; 0 = all
     c.max_eval_examples = 0        # use the first N eval examples; 0 = all
     # Optimisation.

@@ -162,6 +162,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return finished
     primary = jax.process_index() == 0
     task = tasks.create(config)
+    if config.pack and not task.packable:
+        raise UserError(f"--config.pack: {task.name} examples cannot share a row (packing is "
+                        f"for {', '.join(k for k, v in tasks.KINDS.items() if v.packable)}); "
+                        "drop --config.pack")
     splits = datasets.limit(task.load(), config)
     model = load_model(config, task, splits)
     if config.max_seq_length > model.max_positions:
@@ -176,8 +180,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batch_size = config.batch_size
     # Only the current epoch's view and plan are held; every epoch has as many batches
     # as the first. Plans are made from the view: what the batches really read.
+    packed_rows = batching.pack_rows(train_data.lengths, config.max_seq_length) \
+        if config.pack else None
+
     def epoch_plan(epoch: int):
         view = task.train_view(train_data, epoch)
+        if packed_rows is not None:
+            return view, batching.packed_plan(packed_rows, batch_size, config.max_seq_length,
+                                              config.seed, epoch)
         return view, batching.train_plan(view, batch_size, buckets, config.seed, epoch)
 
     plans = {0: epoch_plan(0)}
@@ -244,8 +254,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     plans = {epoch: epoch_plan(epoch)}
                 view, plan = plans[epoch]
                 indices, length = plan[index]
-                examples += len(indices)
-                tokens += float(view.lengths[indices].sum())
+                members = batching.examples_in(indices)
+                examples += len(members)
+                tokens += float(view.lengths[members].sum())
                 state, metrics = train_step(state, train_feed(view, indices, length))
                 window.append(metrics)
                 step += 1

@@ -1,0 +1,102 @@
+"""Causal-LM: fine-tuning a decoder (GPT-2, Llama-family) on text.
+
+Texts are cut into blocks of `max_seq_length` tokens from their concatenation,
+or taken a line each (`--config.text_mode`); prompt/response pairs
+(`--config.response_field`) are learnt on the response only. Every token is its own target for
+the position before it: the labels are the input ids, shifted inside the loss
+as `transformers` shifts them, and padding carries IGNORE. The loss is the mean
+over the global batch's predicted tokens; evaluation reduces each row on
+device to its summed loss, token count and correct count.
+"""
+
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+
+from fmt.data import datasets, text
+from fmt.data.features import Features
+from fmt.errors import UserError
+from fmt.tasks.base import (IGNORE, Splits, TaskKind, token_cross_entropy, token_lm_metrics,
+                            token_lm_outputs)
+
+log = logging.getLogger("fmt")
+
+
+class CausalLM(TaskKind):
+    name = "causal_lm"
+    head = "causal_lm"
+    labels = None
+    architecture_suffix = "ForCausalLM"
+    packable = True
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.metric_names = ("perplexity", "loss", "accuracy")
+
+    @classmethod
+    def num_outputs(cls, label_names, model_config) -> int:
+        return model_config.vocab_size
+
+    def load(self) -> Splits:
+        train, validation, origins = datasets.text_records(self.config)
+        return Splits("text", train, {"validation": validation}, origins)
+
+    def featurize(self, model, records, split, source) -> Features:
+        if records and isinstance(records[0], dict):
+            return self._pairs(model.tokenizer, records, split, source)
+        c = self.config
+        encoded = text.encode_texts(model.tokenizer, records, c.max_seq_length, c.text_mode,
+                                    source)
+        ids = encoded.tokens["input_ids"]
+        if not any(len(i) > 1 for i in ids):
+            raise UserError(f"{source}: every {split} example is a single token, which leaves "
+                            "nothing to predict; give longer texts or raise "
+                            "--config.max_seq_length")
+        return Features(tokens={"input_ids": ids, "labels": [i.copy() for i in ids]},
+                        pad_values={"input_ids": encoded.pad_id, "labels": IGNORE},
+                        info=encoded.info)
+
+    def _pairs(self, tokenizer, records, split, source) -> Features:
+        """Prompt then response then end-of-sequence, labelled on the response and
+        the end only; pairs longer than max_seq_length lose the response's end."""
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise UserError(f"{self.config.model}: the tokenizer has no end-of-sequence "
+                            "token, which prompt/response training appends to each response")
+        prompts = tokenizer([r["prompt"] for r in records], add_special_tokens=True)["input_ids"]
+        responses = tokenizer([r["response"] for r in records],
+                              add_special_tokens=False)["input_ids"]
+        limit, ids, labels, cut = self.config.max_seq_length, [], [], 0
+        for prompt, response in zip(prompts, responses):
+            if len(prompt) >= limit:
+                raise UserError(f"{source}: a prompt of {len(prompt)} tokens leaves no room "
+                                f"for its response in --config.max_seq_length={limit}; raise it "
+                                f"or shorten the prompts")
+            row = np.asarray([*prompt, *response, eos], np.int32)
+            label = np.concatenate([np.full(len(prompt), IGNORE, np.int32), row[len(prompt):]])
+            if len(row) > limit:
+                cut += 1
+                row, label = row[:limit], label[:limit]
+            ids.append(row)
+            labels.append(label)
+        if cut:
+            log.warning("%s: %d of %d %s pairs are longer than --config.max_seq_length=%d; their "
+                        "responses are cut", source, cut, len(records), split, limit)
+        return Features(tokens={"input_ids": ids, "labels": labels},
+                        pad_values={"input_ids": tokenizer.pad_token_id or eos, "labels": IGNORE},
+                        info={"source": source, "mode": "pairs"})
+
+    def loss(self, logits, batch):
+        targets = batch["labels"][:, 1:]
+        if "segment_ids" in batch:  # packed: the next example's first token is no target
+            segments = batch["segment_ids"]
+            targets = jnp.where(segments[:, 1:] == segments[:, :-1], targets, IGNORE)
+        return token_cross_entropy(logits[:, :-1], targets, batch["weights"])
+
+    def eval_outputs(self, logits, batch):
+        return token_lm_outputs(logits[:, :-1], batch["labels"][:, 1:], batch["weights"])
+
+    def evaluate(self, outputs, features):
+        return token_lm_metrics(outputs), None
+
