@@ -278,8 +278,14 @@ SCRATCH_FAMILIES = {"BertTokenizerFast": "bert", "BertTokenizer": "bert",
 
 def scratch_config(tokenizer, sizes: dict, folder) -> dict:
     """The HF config of a new model sized by `sizes` (num_hidden_layers, hidden_size,
-    num_attention_heads, intermediate_size, max_position_embeddings) around a
-    trained tokenizer: BERT for WordPiece, RoBERTa for byte-level BPE."""
+    num_attention_heads, intermediate_size, max_position_embeddings, and `family`)
+    around a trained tokenizer: BERT for WordPiece, RoBERTa for byte-level BPE, or
+    the decoder `family` names (gpt2, llama) with `transformers`' defaults for
+    everything else."""
+    sizes = dict(sizes)
+    family = sizes.pop("family", "")
+    if family:
+        return _decoder_scratch_config(family, tokenizer, sizes)
     tokenizer_class = getattr(tokenizer, "hf_tokenizer_class", None) or type(tokenizer).__name__
     model_type = SCRATCH_FAMILIES.get(tokenizer_class)
     if model_type is None:
@@ -293,3 +299,23 @@ def scratch_config(tokenizer, sizes: dict, folder) -> dict:
                       max_position_embeddings=sizes["max_position_embeddings"]
                       + tokenizer.pad_token_id + 1)
     return config
+
+
+DECODER_SCRATCH = ("gpt2", "llama")
+
+
+def _decoder_scratch_config(family: str, tokenizer, sizes: dict) -> dict:
+    import transformers
+    if family not in DECODER_SCRATCH:
+        raise UserError(f"--config.scratch_family={family!r}: choose one of "
+                        f"{', '.join(DECODER_SCRATCH)} (or leave it empty for BERT/RoBERTa)")
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id or eos,
+               eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    if family == "gpt2":
+        names = dict(n_embd=sizes["hidden_size"], n_layer=sizes["num_hidden_layers"],
+                     n_head=sizes["num_attention_heads"], n_inner=sizes["intermediate_size"],
+                     n_positions=sizes["max_position_embeddings"])
+    else:
+        names = dict(sizes, num_key_value_heads=sizes["num_attention_heads"])
+    return transformers.AutoConfig.for_model(family, **names, **ids).to_dict()

@@ -201,3 +201,27 @@ def test_gpt2_classification_through_finetune(tiny_decoder, tmp_path):
     assert exported.config.pad_token_id == 0
 
 
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoder_from_scratch(family, tmp_path):
+    """A trained BPE tokenizer and a new decoder around it: held-out perplexity falls,
+    and the export is that family's *ForCausalLM in transformers."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    tokenizer = tmp_path / "tokenizer"
+    subprocess.run([sys.executable, str(ROOT / "experiments/train_tokenizer.py"),
+                    f"--input={TEXT}", "--kind=bpe", "--vocab_size=600",
+                    f"--output={tokenizer}"], check=True, cwd=ROOT, capture_output=True)
+    workdir = tmp_path / family
+    run_finetune(*clm_args(tokenizer, workdir, "--config.from_scratch=true",
+                           f"--config.scratch_family={family}", "--config.scratch_layers=2",
+                           "--config.scratch_hidden=64", "--config.scratch_heads=4",
+                           "--config.scratch_intermediate=128", "--config.scratch_positions=64",
+                           "--config.max_steps=30", "--config.eval_every_steps=15"))
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    perplexities = [line["eval_perplexity"] for line in lines if "eval_perplexity" in line]
+    assert perplexities[-1] < perplexities[0] < 600 * 2
+    exported = transformers.AutoModelForCausalLM.from_pretrained(str(workdir / "model"))
+    assert exported.config.model_type == family and exported.config.num_hidden_layers == 2

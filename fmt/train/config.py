@@ -49,6 +49,8 @@ def default_config() -> ml_collections.ConfigDict:
     # From scratch: a new model of this size around the tokenizer in --config.model's folder
     # (experiments/train_tokenizer.py); WordPiece gives a BERT, byte-level BPE a RoBERTa.
     c.from_scratch = False         # build a new model instead of loading weights
+    c.scratch_family = ""          # from scratch: gpt2 or llama (a decoder); "" = BERT or
+                                   # RoBERTa, as the tokenizer is WordPiece or BPE
     c.scratch_layers = 4           # from scratch: number of layers
     c.scratch_hidden = 256         # from scratch: hidden size
     c.scratch_heads = 4            # from scratch: attention heads

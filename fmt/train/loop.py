@@ -65,7 +65,8 @@ def load_model(config, task, splits):
         scratch = dict(num_hidden_layers=config.scratch_layers, hidden_size=config.scratch_hidden,
                        num_attention_heads=config.scratch_heads,
                        intermediate_size=config.scratch_intermediate,
-                       max_position_embeddings=config.scratch_positions)
+                       max_position_embeddings=config.scratch_positions,
+                       family=config.scratch_family)
     return model_lib.from_pretrained(
         config.model, task=task.name, seed=config.seed, dtype=DTYPES[config.dtype],
         dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat,
