@@ -3,7 +3,7 @@
 A folder is `config.json` + `model.safetensors` (or a sharded index) + the
 tokenizer files. Weights move through each family's explicit name map
 (`fmt.models.<family>.backbone_name_map` and its heads): every shape is
-checked, and each entry names its transform (see `_to_flax`).
+checked, and each entry names its transform (see `to_flax`).
 """
 
 import importlib.metadata
@@ -147,14 +147,14 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
                             f"checkpoint but the model needs {want}; pass num_labels or "
                             "label_names that match the checkpoint's head, or a checkpoint of "
                             "this architecture (--config.model)")
-        _set(params, path, np.asarray(_to_flax(tensors[key], transform), dtype=expected.dtype))
+        _set(params, path, np.asarray(to_flax(tensors[key], transform), dtype=expected.dtype))
         used.add(key)
     unexpected = sorted(k for k in tensors if k not in used and k not in ignored
                         and not k.endswith(_IGNORED_WEIGHTS))
     return params, {"missing_keys": missing, "unexpected_keys": unexpected}
 
 
-def _parse(transform: str) -> tuple[str, int, int]:
+def parse_transform(transform: str) -> tuple[str, int, int]:
     """("linear", 1, 3) from "linear:1/3"; a plain transform is part 0 of 1."""
     base, _, split = transform.partition(":")
     if base not in ("copy", "linear", "conv1d"):
@@ -165,7 +165,7 @@ def _parse(transform: str) -> tuple[str, int, int]:
     return base, int(part), int(parts)
 
 
-def _to_flax(tensor: np.ndarray, transform: str) -> np.ndarray:
+def to_flax(tensor: np.ndarray, transform: str) -> np.ndarray:
     """A checkpoint tensor in fmt's layout, by the name map's transform:
 
     - "copy": the same layout (embeddings, norms, biases);
@@ -176,19 +176,22 @@ def _to_flax(tensor: np.ndarray, transform: str) -> np.ndarray:
       last axis in fmt's layout): GPT-2's fused query/key/value weight `c_attn`
       becomes three params, which `export_tensors` joins again.
     """
-    base, part, parts = _parse(transform)
+    base, part, parts = parse_transform(transform)
     value = tensor.T if base == "linear" else tensor
-    return np.split(value, parts, axis=-1)[part] if parts > 1 else value
+    if parts == 1:
+        return value
+    size = value.shape[-1] // parts  # slicing, not np.split: jax arrays go through too (LoRA)
+    return value[..., part * size:(part + 1) * size]
 
 
 def _to_hf(value: np.ndarray, transform: str) -> np.ndarray:
-    """The inverse of `_to_flax` for a whole (joined) tensor."""
-    return value.T if _parse(transform)[0] == "linear" else value
+    """The inverse of `to_flax` for a whole (joined) tensor."""
+    return value.T if parse_transform(transform)[0] == "linear" else value
 
 
 def _hf_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
     """The checkpoint shape of a param of `shape` under `transform`."""
-    base, _, parts = _parse(transform)
+    base, _, parts = parse_transform(transform)
     whole = shape[:-1] + (shape[-1] * parts,) if shape else shape
     return whole[::-1] if base == "linear" else whole
 
@@ -222,7 +225,7 @@ def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
     tensors, pieces = {}, {}
     for hf_name, path, transform in name_map:
         value = np.asarray(_get(params, path), dtype=np.float32)
-        _, part, parts = _parse(transform)
+        _, part, parts = parse_transform(transform)
         if parts == 1:
             tensors[hf_name] = np.ascontiguousarray(_to_hf(value, transform))
         else:  # one part of a fused weight, joined once all parts are in

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmt import hf
+from fmt import generate as generation, hf
 from fmt.errors import UserError
 from fmt.models import FAMILIES
 from fmt.models.heads import HeadSpec, TaskModel
@@ -81,6 +81,22 @@ class Model:
         optional = [None if x is None else jnp.asarray(x) for x in (positions, segment_ids)]
         return self._apply(self.params, input_ids, jnp.asarray(attention_mask),
                            jnp.asarray(token_type_ids), *optional)
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, eos_token_id=None, seed: int = 0,
+                 pad_token_id: int | None = None):
+        """A causal-LM decoder's continuation of the prompts `[batch, length]`
+        (left-padded as for `transformers`' generate, or any padding with
+        `attention_mask`): `[batch, length + max_new_tokens]` ids, the prompts
+        first, pad after a row's end; greedy unless `do_sample`
+        (temperature, top_k, top_p, as `transformers` applies them, keyed by
+        `seed`). With a KV cache, one compilation per batch size and prompt
+        bucket; see fmt/generate.py."""
+        return generation.generate(
+            self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, seed=seed)
 
     def name_map(self) -> list:
         return name_map(self.config, self.head)
@@ -200,7 +216,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
                     num_labels: int | None = None, label_names=None, *, dtype=jnp.float32,
                     param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None,
                     remat: bool = False, new_head_note: str | None = None,
-                    scratch: dict | None = None) -> Model:
+                    scratch: dict | None = None, adapter: str | None = None) -> Model:
     """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`,
     a task kind: "classification", "token_classification" or "masked_lm".
 
@@ -212,7 +228,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     `remat` recomputes layer activations in the backward pass to save memory.
     `scratch` (layer count and sizes, see `scratch_config`) builds a new model
     around the folder's tokenizer instead of loading weights: pretraining from
-    scratch.
+    scratch. `adapter`, a PEFT LoRA adapter folder, is merged into the weights.
     """
     kinds = _kinds()
     if task not in kinds:
@@ -256,6 +272,12 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         hf.report_loading(info, head.architecture, str(folder), new_head_note)
         params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
         tokenizer = with_pad_token(hf.load_tokenizer(folder))
+    if adapter is not None:
+        from fmt.models import lora
+        adapters, spec = lora.load_peft(adapter, name_map(config, head), params, model_type)
+        params = jax.tree.map(np.asarray, lora.merge(params, adapters, spec))
+        log.info("%s: LoRA adapter of rank %d on %d modules merged", adapter, spec.rank,
+                 len(spec.targets))
     return Model(module, params, config, hf_config, tokenizer, names, info, task, head)
 
 

@@ -1,0 +1,98 @@
+"""LoRA adapters against PyTorch `peft`: both ways, merged and unmerged, per family."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import fmt  # noqa: E402
+from conftest import user_error  # noqa: E402
+from fmt.models import lora  # noqa: E402
+
+IDS = np.array([[5, 17, 42, 99, 7, 3, 250, 11], [8, 9, 10, 11, 12, 13, 14, 15]])
+TASKS = {"gpt2": "causal_lm", "llama": "causal_lm", "bert": "masked_lm"}
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory, tiny_decoder, tiny_model):
+    """family -> a folder with a random model of the class its task kind exports."""
+    folders = {"gpt2": tiny_decoder("gpt2"), "llama": tiny_decoder("llama")}
+    torch.manual_seed(0)
+    bert = tmp_path_factory.mktemp("bert-mlm")
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64)
+    transformers.BertForMaskedLM(config).save_pretrained(bert)
+    transformers.AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(bert)
+    folders["bert"] = bert
+    return folders
+
+
+def torch_base(folder, family):
+    cls = transformers.AutoModelForMaskedLM if family == "bert" else \
+        transformers.AutoModelForCausalLM
+    return cls.from_pretrained(str(folder)).eval()
+
+
+def torch_logits(model) -> np.ndarray:
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(IDS)).logits.numpy()
+
+
+def fmt_logits(model, params=None) -> np.ndarray:
+    if params is not None:
+        model.params = params
+    return np.asarray(model(IDS))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_peft_adapter_loads_into_fmt(family, bases, tmp_path):
+    """peft -> fmt: an adapter trained (here: random, B nonzero) in peft, loaded with
+    `fmt.from_pretrained(base, adapter=...)`, gives peft's logits; the merged
+    model exported by fmt gives them in plain transformers."""
+    torch.manual_seed(1)
+    tuned = peft.get_peft_model(torch_base(bases[family], family), peft.LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False))  # peft's default targets
+    tuned.save_pretrained(str(tmp_path / "adapter"))
+    want = torch_logits(tuned.eval())
+    model = fmt.from_pretrained(str(bases[family]), task=TASKS[family],
+                                adapter=str(tmp_path / "adapter"))
+    got = fmt_logits(model)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(want - torch_logits(torch_base(bases[family], family))).max() > 1e-3
+    model.save_pretrained(tmp_path / "merged")
+    merged = torch_base(tmp_path / "merged", family)
+    assert np.abs(torch_logits(merged) - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_fmt_adapter_loads_into_peft(family, bases, tmp_path):
+    """fmt -> peft: fmt's adapters, saved as a PEFT folder, load onto the torch base
+    with fmt's merged logits; fmt's default targets are peft's."""
+    model = fmt.from_pretrained(str(bases[family]), task=TASKS[family])
+    spec = lora.plan(model.name_map(), model.params, 4, 8.0, (), model.config.model_type)
+    adapters = lora.init(spec, seed=0)
+    rng = np.random.default_rng(0)
+    for adapter in adapters.values():  # a trained adapter: B no longer zero
+        adapter["lora_B"] = rng.normal(0, 0.2, adapter["lora_B"].shape).astype(np.float32)
+    base_logits = fmt_logits(model)
+    assert np.array_equal(fmt_logits(model, lora.merge(model.params, lora.init(spec, 0), spec)),
+                          base_logits)  # fresh adapters change nothing
+    got = fmt_logits(model, lora.merge(model.params, adapters, spec))
+    lora.save_peft(tmp_path / "adapter", adapters, spec, str(bases[family]), TASKS[family])
+    tuned = peft.PeftModel.from_pretrained(torch_base(bases[family], family),
+                                           str(tmp_path / "adapter")).eval()
+    assert np.abs(torch_logits(tuned) - got).max() < 1e-4
+    inferred = peft.get_peft_model(torch_base(bases[family], family), peft.LoraConfig(r=4))
+    theirs = {name.removeprefix("base_model.model.") for name, module in
+              inferred.named_modules() if hasattr(module, "lora_A") and name}
+    assert theirs == {t.module for t in spec.targets}
+
+
+def test_targets_that_match_nothing_name_what_exists(bases):
+    model = fmt.from_pretrained(str(bases["llama"]), task="causal_lm")
+    user_error(lambda: lora.plan(model.name_map(), model.params, 4, 8, ("qkv",), "llama"),
+               "--config.lora_targets=qkv", "q_proj", "o_proj")
+    user_error(lambda: lora.plan(model.name_map(), model.params, 0, 8, (), "llama"),
+               "--config.lora_rank=0")
