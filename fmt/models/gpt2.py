@@ -78,7 +78,7 @@ class GPT2Block(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic: bool):
+    def __call__(self, x, mask, deterministic: bool, cache_index=None):
         cfg = self.config
         kw = dict(init_std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         norm_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -86,7 +86,7 @@ class GPT2Block(nn.Module):
         h = layers.CausalSelfAttention(
             cfg.n_head, cfg.n_head, cfg.n_embd // cfg.n_head, qkv_bias=True, out_bias=True,
             scale=cfg.attention_scale(self.layer), dropout_rate=cfg.attn_pdrop,
-            name="attention", **kw)(h, mask, deterministic)
+            name="attention", **kw)(h, mask, deterministic, cache_index=cache_index)
         x = x + nn.Dropout(cfg.resid_pdrop)(h, deterministic=deterministic)
         h = layers.layer_norm(cfg.layer_norm_epsilon, name="mlp_norm", **norm_kw)(x)
         h = layers.MLP(cfg.intermediate_size, cfg.activation_function, name="mlp", **kw)(h)
@@ -101,32 +101,37 @@ class GPT2Decoder(nn.Module):
     within their segment). `token_type_ids` are ignored: HF's GPT-2 would add
     their word embeddings, which no fmt feature means. `pooled` is the last
     real token's hidden state (HF's GPT2ForSequenceClassification).
+
+    With `decode`, each call appends its tokens to a KV cache (fmt/generate.py):
+    `attention_mask` then covers every cache slot and `positions` are required.
     """
     config: GPT2Config
     add_pooler: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False
+    decode: bool = False
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  deterministic: bool = True, positions=None, segment_ids=None):
         cfg = self.config
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
-        if positions is None:
-            positions = layers.default_positions(attention_mask)
+        attention_mask, positions, cache_index = layers.decoding_inputs(
+            self, input_ids, attention_mask, positions)
         kw = dict(init_std=cfg.initializer_range, param_dtype=self.param_dtype)
         word = layers.embed(cfg.vocab_size, cfg.n_embd, ("vocab", "embed"), name="word", **kw)
         x = word(input_ids) + layers.embed(cfg.n_positions, cfg.n_embd, (None, "embed"),
                                            name="position", **kw)(positions)
         x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic).astype(self.dtype)
-        mask = layers.decoder_mask(attention_mask, segment_ids)
+        if self.decode:
+            mask = layers.cache_mask(attention_mask, cache_index, input_ids.shape[1])
+        else:
+            mask = layers.decoder_mask(attention_mask, segment_ids)
         # static_argnums counts `self`: argument 3 is `deterministic`.
         block = nn.remat(GPT2Block, static_argnums=(3,)) if self.remat else GPT2Block
         for i in range(cfg.n_layer):
             x = block(cfg, i, self.dtype, self.param_dtype, name=f"layer_{i}")(
-                x, mask, deterministic)
+                x, mask, deterministic, cache_index)
         x = layers.layer_norm(cfg.layer_norm_epsilon, dtype=self.dtype,
                               param_dtype=self.param_dtype, name="final_norm")(x)
         pooled = layers.last_token(x, attention_mask) if self.add_pooler else None

@@ -175,15 +175,56 @@ def decoder_mask(attention_mask: jax.Array, segment_ids: jax.Array | None = None
     output is padding anyway.
     """
     length = attention_mask.shape[1]
-    query = jnp.arange(length)[:, None]
-    key = jnp.arange(length)[None, :]
-    allowed = key <= query
-    if sliding_window is not None:
-        allowed &= query - key < sliding_window
-    mask = allowed[None] & attention_mask.astype(bool)[:, None, :]
+    mask = _causal(jnp.arange(length), length, sliding_window)[None]
+    mask &= attention_mask.astype(bool)[:, None, :]
     if segment_ids is not None:
         mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
     return mask[:, None]
+
+
+def cache_mask(attention_mask: jax.Array, start: jax.Array, queries: int,
+               sliding_window: int | None = None) -> jax.Array:
+    """`decoder_mask` for decoding with a KV cache: `queries` new tokens, written
+    to the cache slots from `start` on, against every slot of the cache
+    `[batch, 1, queries, slots]`. `attention_mask` `[batch, slots]` says which
+    slots hold real tokens (left padding 0); slots not yet written may say 1,
+    as causality hides them. Windows count slots, as `decoder_mask` counts rows:
+    with padding only on the left, the same thing."""
+    mask = _causal(start + jnp.arange(queries), attention_mask.shape[1], sliding_window)[None]
+    return (mask & attention_mask.astype(bool)[:, None, :])[:, None]
+
+
+def _causal(query: jax.Array, keys: int, sliding_window: int | None) -> jax.Array:
+    """[queries, keys]: key index at or before each query index (within the window)."""
+    query, key = query[:, None], jnp.arange(keys)[None, :]
+    allowed = key <= query
+    if sliding_window is not None:
+        allowed &= query - key < sliding_window
+    return allowed
+
+
+def decoding_inputs(module: nn.Module, input_ids, attention_mask, positions):
+    """A decoder's (attention_mask, positions, first cache slot) for this call.
+
+    Without `module.decode`: the defaults, and no slot. Decoding takes the mask
+    of the whole cache `[batch, slots]` and needs `positions`, which that mask
+    cannot give; the slot is the decoder's 'cache' `index`, advanced here past
+    this call's tokens. One index serves every layer, as the masks are built
+    from it once per call.
+    """
+    if not module.decode:
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if positions is None:
+            positions = default_positions(attention_mask)
+        return attention_mask, positions, None
+    if attention_mask is None or positions is None:
+        raise ValueError("decoding with a cache needs the attention_mask of every cache slot "
+                         "and the new tokens' positions")
+    index = module.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    start = index.value
+    index.value = start + input_ids.shape[1]
+    return attention_mask, positions, start
 
 
 def last_token(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
@@ -272,8 +313,13 @@ class CausalSelfAttention(nn.Module):
 
     Positions arrive as RoPE tables and the mask is built outside, so a KV
     cache (one token at a time against earlier keys) only changes what this
-    module keeps between calls. Dropout on the attention probabilities takes
-    the explicit softmax path, as in `SelfAttention`.
+    module keeps between calls: given `cache_index`, this call's keys and
+    values (after RoPE; only the `num_kv_heads`) are written to the 'cache'
+    collection's `cached_key` and `cached_value` `[batch, slots, kv_heads,
+    head_dim]` from slot `cache_index` on, and the queries attend to every
+    slot through a `cache_mask` (whose last axis sizes the cache). Dropout on
+    the attention probabilities takes the explicit softmax path, as in
+    `SelfAttention`.
     """
     num_heads: int
     num_kv_heads: int
@@ -288,7 +334,8 @@ class CausalSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-                 rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+                 rope: tuple[jax.Array, jax.Array] | None = None,
+                 cache_index: jax.Array | None = None) -> jax.Array:
         batch, length, hidden = x.shape
         kw = dict(init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype)
 
@@ -302,6 +349,14 @@ class CausalSelfAttention(nn.Module):
         value = project(self.num_kv_heads, "value")
         if rope is not None:
             query, key = apply_rope(query, rope), apply_rope(key, rope)
+        if cache_index is not None:
+            shape = (batch, mask.shape[-1], self.num_kv_heads, self.head_dim)
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
+            slot = (0, cache_index, 0, 0)
+            cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, slot)
+            cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, slot)
+            key, value = cached_key.value, cached_value.value
         scale = self.head_dim ** -0.5 if self.scale is None else self.scale
         if deterministic or self.dropout_rate == 0.0:
             context = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)

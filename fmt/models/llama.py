@@ -143,7 +143,7 @@ class LlamaBlock(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, rope, deterministic: bool):
+    def __call__(self, x, mask, rope, deterministic: bool, cache_index=None):
         cfg = self.config
         kw = dict(init_std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         norm_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -151,7 +151,7 @@ class LlamaBlock(nn.Module):
         x = x + layers.CausalSelfAttention(
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.dim_per_head,
             qkv_bias=cfg.qkv_bias, out_bias=cfg.out_bias, dropout_rate=cfg.attention_dropout,
-            name="attention", **kw)(h, mask, deterministic, rope)
+            name="attention", **kw)(h, mask, deterministic, rope, cache_index)
         h = layers.RMSNorm(cfg.rms_norm_eps, name="mlp_norm", **norm_kw)(x)
         mlp_bias = cfg.model_type == "llama" and cfg.mlp_bias
         return x + layers.GatedMLP(cfg.intermediate_size, cfg.hidden_act, mlp_bias,
@@ -165,21 +165,23 @@ class LlamaDecoder(nn.Module):
     tokens, so left padding is fine; RoPE reads them) and `segment_ids` (packed
     rows attend within their segment). `token_type_ids` are ignored. `pooled`
     is the last real token's hidden state (HF's *ForSequenceClassification).
+
+    With `decode`, each call appends its tokens to a KV cache (fmt/generate.py):
+    `attention_mask` then covers every cache slot and `positions` are required.
     """
     config: LlamaConfig
     add_pooler: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False
+    decode: bool = False
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  deterministic: bool = True, positions=None, segment_ids=None):
         cfg = self.config
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
-        if positions is None:
-            positions = layers.default_positions(attention_mask)
+        attention_mask, positions, cache_index = layers.decoding_inputs(
+            self, input_ids, attention_mask, positions)
         word = layers.embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"),
                             init_std=cfg.initializer_range, param_dtype=self.param_dtype,
                             name="word")
@@ -191,10 +193,13 @@ class LlamaDecoder(nn.Module):
         block = nn.remat(LlamaBlock, static_argnums=(4,)) if self.remat else LlamaBlock
         for i in range(cfg.num_hidden_layers):
             window = cfg.layer_window(i)
-            if window not in masks:
+            if window not in masks and self.decode:
+                masks[window] = layers.cache_mask(attention_mask, cache_index,
+                                                  input_ids.shape[1], window)
+            elif window not in masks:
                 masks[window] = layers.decoder_mask(attention_mask, segment_ids, window)
             x = block(cfg, self.dtype, self.param_dtype, name=f"layer_{i}")(
-                x, masks[window], rope, deterministic)
+                x, masks[window], rope, deterministic, cache_index)
         x = layers.RMSNorm(cfg.rms_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                            name="final_norm")(x)
         pooled = layers.last_token(x, attention_mask) if self.add_pooler else None
