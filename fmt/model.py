@@ -274,7 +274,11 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         tokenizer = with_pad_token(hf.load_tokenizer(folder))
     if adapter is not None:
         from fmt.models import lora
-        adapters, spec = lora.load_peft(adapter, name_map(config, head), params, model_type)
+        names = name_map(config, head)
+        adapters, spec, trained = lora.load_peft(adapter, names, params, model_type)
+        for hf_name, path, transform in names:  # modules_to_save: a trained head
+            if hf_name in trained:
+                lora._set(params, path, hf.to_flax(trained[hf_name], transform))
         params = jax.tree.map(np.asarray, lora.merge(params, adapters, spec))
         log.info("%s: LoRA adapter of rank %d on %d modules merged", adapter, spec.rank,
                  len(spec.targets))

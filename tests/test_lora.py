@@ -1,5 +1,6 @@
 """LoRA adapters against PyTorch `peft`: both ways, merged and unmerged, per family."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -96,3 +97,88 @@ def test_targets_that_match_nothing_name_what_exists(bases):
                "--config.lora_targets=qkv", "q_proj", "o_proj")
     user_error(lambda: lora.plan(model.name_map(), model.params, 0, 8, (), "llama"),
                "--config.lora_rank=0")
+
+
+def lora_run(folder, workdir, *extra, config="experiments/configs/clm.py"):
+    from conftest import run_finetune
+    return run_finetune(f"--config={config}", f"--workdir={workdir}", f"--config.model={folder}",
+                        "--config.max_seq_length=32", "--config.batch_size=8",
+                        "--config.max_train_examples=200", "--config.learning_rate=5e-3",
+                        "--config.lora_rank=4", "--config.log_every_steps=2", *extra)
+
+
+def test_lora_run_trains_adapters_only_and_exports_both(tiny_decoder, tmp_path):
+    """A LoRA fine-tune: only the adapters change; the merged export and the PEFT
+    adapter on the base give the same logits; the log names the trainable share."""
+    import json
+    folder = tiny_decoder("llama")
+    workdir = tmp_path / "run"
+    result = lora_run(folder, workdir, "--config.max_steps=12", "--config.eval_every_steps=6")
+    assert "training LoRA rank 4 on 4 modules" in result.stderr and "optimizer state" in \
+        result.stderr
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    ppl = [line["eval_perplexity"] for line in lines if "eval_perplexity" in line]
+    assert ppl[-1] < ppl[0]
+    base = fmt.from_pretrained(str(folder), task="causal_lm")
+    merged = fmt.from_pretrained(str(workdir / "model"), task="causal_lm")
+    flat = lambda params: {"/".join(k.key for k in path): value for path, value
+                           in jax.tree_util.tree_flatten_with_path(params)[0]}
+    before, after = flat(base.params), flat(merged.params)
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    # q_proj and v_proj, PEFT's default targets for Llama: nothing else moved.
+    assert changed == {f"encoder/layer_{i}/attention/{w}/kernel" for i in range(2)
+                       for w in ("query", "value")}, changed
+    tuned = peft.PeftModel.from_pretrained(torch_base(folder, "llama"),
+                                           str(workdir / "adapter")).eval()
+    assert np.abs(torch_logits(tuned) - fmt_logits(merged)).max() < 1e-4
+
+
+def test_lora_classifier_trains_its_head(tiny_model, tmp_path):
+    """Classification with LoRA: the new head is trained too and travels in the
+    adapter folder as PEFT's modules_to_save."""
+    from conftest import GLUE
+    workdir = tmp_path / "cls"
+    lora_run(tiny_model, workdir, "--config.max_steps=6", f"--config.data_dir={GLUE}",
+             "--config.max_eval_examples=32", config="experiments/configs/glue.py:sst2")
+    merged = fmt.from_pretrained(str(workdir / "model"))
+    via_adapter = fmt.from_pretrained(str(tiny_model), num_labels=2,
+                                      adapter=str(workdir / "adapter"))
+    ids = np.array([[101, 2023, 2143, 2003, 2307, 102]])
+    assert np.abs(np.asarray(merged(ids)) - np.asarray(via_adapter(ids))).max() < 1e-5
+    import json
+    config = json.loads((workdir / "adapter/adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["classifier"] and config["task_type"] == "SEQ_CLS"
+
+
+def test_lora_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
+    from conftest import run_finetune
+    from test_resume import record, start_and_wait
+    folder = tiny_decoder("gpt2")
+    args = lambda workdir: [
+        "--config=experiments/configs/clm.py", f"--workdir={workdir}", f"--config.model={folder}",
+        "--config.max_seq_length=32", "--config.batch_size=8", "--config.max_train_examples=200",
+        "--config.learning_rate=5e-3", "--config.lora_rank=4", "--config.log_every_steps=1",
+        "--config.max_steps=24", "--config.checkpoint_every_steps=4", "--config.dropout=0.1",
+        "--config.eval_every_steps=12"]
+    run_finetune(*args(tmp_path / "clean"))
+    process = start_and_wait(args(tmp_path / "broken"), tmp_path / "broken", 1, 9)
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "broken/results.json").exists()
+    run_finetune(*args(tmp_path / "broken"))
+    assert record(tmp_path / "broken") == record(tmp_path / "clean")
+    adapter = lambda w: (w / "adapter/adapter_model.safetensors").read_bytes()
+    assert adapter(tmp_path / "broken") == adapter(tmp_path / "clean")
+
+
+def test_lora_bad_flags(tiny_decoder, tmp_path):
+    from conftest import run_finetune
+    folder = tiny_decoder("gpt2")
+    result = run_finetune("--config=experiments/configs/clm.py", f"--workdir={tmp_path}/a",
+                          f"--config.model={folder}", "--config.lora_rank=4",
+                          "--config.lora_targets=qkv", check=False)
+    assert result.returncode == 2 and "c_attn" in result.stderr.splitlines()[-1]
+    result = run_finetune("--config=experiments/configs/clm.py", f"--workdir={tmp_path}/b",
+                          f"--config.model={folder}", "--config.lora_rank=4",
+                          "--config.lora_dropout=0.1", check=False)
+    assert result.returncode == 2 and "--config.lora_dropout" in result.stderr.splitlines()[-1]

@@ -131,8 +131,11 @@ def count(adapters: dict) -> int:
 PREFIX = "base_model.model."
 
 
-def save_peft(folder, adapters: dict, spec: LoraSpec, base_model: str, task: str) -> None:
-    """`adapter_config.json` and `adapter_model.safetensors` as PEFT writes them."""
+def save_peft(folder, adapters: dict, spec: LoraSpec, base_model: str, task: str,
+              trained: dict[str, np.ndarray] | None = None) -> None:
+    """`adapter_config.json` and `adapter_model.safetensors` as PEFT writes them;
+    `trained` (HF name -> tensor) are fully trained weights, such as a new
+    classification head, saved as PEFT saves its modules_to_save."""
     from safetensors.numpy import save_file
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,21 +144,26 @@ def save_peft(folder, adapters: dict, spec: LoraSpec, base_model: str, task: str
         for name in ("lora_A", "lora_B"):
             tensors[f"{PREFIX}{t.module}.{name}.weight"] = np.ascontiguousarray(
                 np.asarray(jax.device_get(adapters[str(i)][name]), np.float32))
+    trained = trained or {}
+    tensors.update({PREFIX + name: np.ascontiguousarray(value) for name, value in trained.items()})
+    modules_to_save = sorted({name.split(".")[0] for name in trained}) or None
     config = {"peft_type": "LORA", "task_type": PEFT_TASK_TYPES.get(task),
               "base_model_name_or_path": base_model, "r": spec.rank,
               "lora_alpha": spec.alpha, "lora_dropout": 0.0, "bias": "none",
               "target_modules": sorted(spec.patterns),
               "fan_in_fan_out": any(t.conv1d for t in spec.targets),
               "inference_mode": True, "init_lora_weights": True, "use_rslora": False,
-              "use_dora": False, "modules_to_save": None}
+              "use_dora": False, "modules_to_save": modules_to_save}
     tmp = folder / ".adapter_model.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(folder / "adapter_model.safetensors")
     write_text_atomic(folder / "adapter_config.json", json.dumps(config, indent=2) + "\n")
 
 
-def load_peft(folder, name_map, params: dict, model_type: str) -> tuple[dict, LoraSpec]:
-    """A PEFT LoRA adapter folder as (adapters, spec) for a model of this name map."""
+def load_peft(folder, name_map, params: dict, model_type: str
+              ) -> tuple[dict, LoraSpec, dict[str, np.ndarray]]:
+    """A PEFT LoRA adapter folder as (adapters, spec, fully trained weights by HF
+    name: its modules_to_save) for a model of this name map."""
     from safetensors.numpy import load_file
     folder = pathlib.Path(folder)
     config_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
@@ -187,7 +195,9 @@ def load_peft(folder, name_map, params: dict, model_type: str) -> tuple[dict, Lo
             if adapters[str(i)][name].shape != shape:
                 raise UserError(f"{weights}: {t.module}.{name} has shape "
                                 f"{adapters[str(i)][name].shape}, this model needs {shape}")
-    return adapters, spec
+    trained = {k[len(PREFIX):]: v for k, v in tensors.items()
+               if ".lora_" not in k and k.startswith(PREFIX)}
+    return adapters, spec, trained
 
 
 def _get(tree: dict, path):

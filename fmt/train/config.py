@@ -63,6 +63,12 @@ def default_config() -> ml_collections.ConfigDict:
                                    # examples (causal-LM), instead of length buckets
     c.max_train_examples = 0       # use the first N training examples; 0 = all
     c.max_eval_examples = 0        # use the first N eval examples; 0 = all
+    # LoRA: train low-rank adapters (and a new head) instead of every weight.
+    c.lora_rank = 0                # adapter rank; 0 = full fine-tuning
+    c.lora_alpha = 16.0            # the adapters' scale is lora_alpha / lora_rank
+    c.lora_dropout = 0.0           # must stay 0: fmt merges adapters into the weights
+    c.lora_targets = ()            # HF module names (or their last part) to adapt; () =
+                                   # PEFT's defaults (query,value; c_attn; q_proj,v_proj)
     # Optimisation.
     c.optimizer = "adamw"          # adamw, adam, rmsprop, sgd or adafactor
     c.learning_rate = 5e-5         # peak learning rate

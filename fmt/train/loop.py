@@ -28,6 +28,7 @@ from fmt.errors import Preempted, UserError
 from fmt.train import optim, sharding, step as step_lib
 from fmt.train.checkpoint import BestParams, Checkpoints
 from fmt.train.preemption import StopSignals
+from fmt.train.trainable import Trainable
 from fmt.train.workdir import check_workdir, read_results, save_config
 from fmt.train.writers import MetricWriter, write_json_atomic
 
@@ -115,6 +116,8 @@ class Steps(NamedTuple):
     eval_step: Callable   # (params, batch) -> the task's per-row eval outputs
     train_feed: sharding.BatchFeeder
     eval_feed: sharding.BatchFeeder
+    trainable: Trainable
+    whole: Callable       # (trained params, state) -> the model's params
 
 
 def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, Steps]:
@@ -124,21 +127,31 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
     sharding.check_batch_size(mesh, config.batch_size, "batch_size", config.grad_accum_steps)
     sharding.check_batch_size(mesh, config.eval_batch_size, "eval_batch_size")
     optimizer, schedule = optim.make_optimizer(config, total_steps)
-    state_sharding = sharding.state_shardings(mesh, model.params, model.logical_specs,
-                                              optimizer)
-    state = sharding.create_state(state_sharding, model.params, optimizer, config.seed)
+    trainable = Trainable(config, model, task)
+    params, frozen = trainable.split(model.params)
+    specs, frozen_specs = trainable.specs(model.logical_specs)
+    state_sharding = sharding.state_shardings(mesh, params, specs, optimizer)
+    model_sharding = sharding.param_shardings(mesh, model.logical_specs, model.params)
+    if frozen is not None:
+        state_sharding["frozen"] = sharding.param_shardings(mesh, frozen_specs, frozen)
+    state = sharding.create_state(state_sharding, params, optimizer, config.seed, frozen)
+    if jax.process_index() == 0:
+        trainable.report(model.params, state["params"], state["opt_state"], optimizer)
     replicated = sharding.NamedSharding(mesh, sharding.P())
     train_feed = sharding.BatchFeeder(mesh, config.batch_size)
     eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
     train_step = jax.jit(
         step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2,
-                                 config.grad_accum_steps),
+                                 config.grad_accum_steps, trainable.materialize),
         in_shardings=(state_sharding, train_feed.sharding),
         out_shardings=(state_sharding, replicated), donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model.module, task),
-                        in_shardings=(state_sharding["params"], eval_feed.sharding),
+                        in_shardings=(model_sharding, eval_feed.sharding),
                         out_shardings=replicated)
-    return state, Steps(train_step, eval_step, train_feed, eval_feed)
+    # The model's params from the trained ones (the state's `frozen`, if any, joins).
+    whole = jax.jit(trainable.materialize, out_shardings=model_sharding)
+    return state, Steps(train_step, eval_step, train_feed, eval_feed, trainable,
+                        lambda trained, state: whole(trained, state.get("frozen")))
 
 
 def _abstract(tree):
@@ -207,12 +220,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     mesh = sharding.make_mesh(config.mesh)
     state, steps = compile_steps(config, model, task, total_steps, mesh)
-    train_step, eval_step, train_feed, eval_feed = steps
+    train_step, eval_step, train_feed, eval_feed, trainable, whole = steps
 
+    # Checkpoints hold what training changes; LoRA's frozen params are the model
+    # folder's, loaded again by every run.
     checkpoints = Checkpoints(workdir / "checkpoints", config.keep_checkpoints)
-    restored = checkpoints.restore_latest(_abstract(state))
+    saved = lambda state: {k: v for k, v in state.items() if k != "frozen"}
+    restored = checkpoints.restore_latest(_abstract(saved(state)))
     if restored is not None:
-        state = restored
+        state = dict(restored, **{k: v for k, v in state.items() if k == "frozen"})
         log.info("resumed from the checkpoint at step %d in %s", int(state["step"]), workdir)
     step = int(state["step"])
     best = BestParams(workdir / "best", config.early_stopping_metric,
@@ -220,7 +236,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if config.early_stopping_metric else None
     predictions = {}  # split -> the latest evaluation's predictions
 
-    def run_eval(params) -> dict:
+    def run_eval(trained) -> dict:
+        params = whole(trained, state)  # the current state's frozen part, if any
         results = {}
         for split, features in eval_data.items():
             with _progress(config, _eval_batches(features, eval_feed), 0, primary,
@@ -284,7 +301,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if signals.requested or stop_early or step % config.checkpoint_every_steps == 0 \
                         or step == total_steps:
                     check_finite(window)
-                    checkpoints.save(step, state)
+                    checkpoints.save(step, saved(state))
                 if signals.requested:
                     checkpoints.wait()
                     raise Preempted(f"{signals.requested.name} at step {step}: saved a checkpoint "
@@ -294,7 +311,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     break
         progress.close()
         return _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step,
-                       task, eval_data, predictions)
+                       task, eval_data, predictions, steps)
     finally:
         checkpoints.close()
         if best is not None:
@@ -319,9 +336,9 @@ def _offer_best(best, config, step: int, params, results: dict) -> bool:
 
 
 def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, step, task,
-            eval_data, predictions) -> dict:
-    """Write results.json, predictions and the exported model: the best params when
-    they are kept."""
+            eval_data, predictions, steps: Steps) -> dict:
+    """Write results.json, predictions and the exported model (with LoRA merged,
+    and the adapter as a PEFT folder): the best params when they are kept."""
     if last_eval is None:  # Resumed from the final checkpoint: its eval line is written.
         last_eval = (step, run_eval(state["params"]))
     params, results, result_step = state["params"], last_eval[1], step
@@ -333,13 +350,18 @@ def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, s
     final = {"step": result_step, "main_metric": task.main_metric, **_flatten(results)}
     if result_step != step:
         final["last_step"] = step
-    params = sharding.gather_to_host(params)  # every process joins the gather
+    trained = params
+    params = sharding.gather_to_host(steps.whole(params, state))  # every process joins
     if primary:
         for split, features in eval_data.items():
             task.write_predictions(workdir, split, features, predictions[split])
         if config.export_model:
             model.params = params
             model.save_pretrained(workdir / "model")
+            if steps.trainable.lora:
+                steps.trainable.export_adapter(workdir / "adapter",
+                                               sharding.gather_to_host(trained), model,
+                                               task.name)
         write_json_atomic(workdir / "results.json", final)
     return final
 

@@ -106,18 +106,28 @@ def state_shardings(mesh: Mesh, params, logical_specs, optimizer) -> dict:
     return dict(params=params_sh, opt_state=opt_sh, step=replicated, rng=replicated)
 
 
-def create_state(shardings: dict, params: dict, optimizer, seed: int) -> dict:
-    """The train state, created directly sharded (never whole on one device)."""
+def create_state(shardings: dict, params: dict, optimizer, seed: int,
+                 frozen: dict | None = None) -> dict:
+    """The train state, created directly sharded (never whole on one device);
+    `frozen` params (LoRA's base, sharded by `shardings["frozen"]`) join it as they are."""
     def init(params):
         return dict(params=params, opt_state=optimizer.init(params),
                     step=jax.numpy.zeros((), jax.numpy.int32),
                     rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
 
-    # Every process holds the whole params on the host; each device takes its slice.
-    params = jax.tree.map(
+    state = jax.jit(init, out_shardings={k: v for k, v in shardings.items() if k != "frozen"})(
+        place(params, shardings["params"]))
+    if frozen is not None:
+        state["frozen"] = place(frozen, shardings["frozen"])
+    return state
+
+
+def place(params: dict, shardings) -> dict:
+    """Host params onto the mesh: every process holds them whole on the host and
+    each device takes its slice."""
+    return jax.tree.map(
         lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda i: x[i]),
-        params, shardings["params"])
-    return jax.jit(init, out_shardings=shardings)(params)
+        params, shardings)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

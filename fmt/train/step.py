@@ -3,7 +3,8 @@ nothing in here touches Python state, files or the clock.
 
 The train state is a plain dict: `params`, `opt_state`, `step` and `rng` (the
 run's base key; each step's dropout key is `fold_in(rng, step)`, so randomness
-is a function of (seed, step) and survives a resume unchanged).
+is a function of (seed, step) and survives a resume unchanged), and with LoRA
+`frozen`, the params that no update touches.
 """
 
 import jax
@@ -32,9 +33,13 @@ def _microbatches(batch: dict, count: int) -> dict:
         lambda x: x.reshape(x.shape[0] // count, count, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
+def _whole(params, frozen):
+    return params
+
+
 def make_train_step(module, task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0,
-                    grad_accum_steps: int = 1):
+                    grad_accum_steps: int = 1, materialize=_whole):
     """One optimizer update over a batch, whose gradient is accumulated over
     `grad_accum_steps` microbatches: the same update as the whole batch at once,
     since the loss is the weighted sum over all rows divided by their weight.
@@ -45,20 +50,25 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
     A step whose loss or gradient is not finite leaves params and optimizer
     state as they were and reports `nonfinite = 1`; the loop then stops the run
     or, if asked, goes on.
+
+    `materialize(params, frozen)` gives the model's params from the trained ones
+    and the state's `frozen` part (LoRA: fmt.train.trainable); by default the
+    trained params are all of them.
     """
-    def summed_loss(params, batch, rng):
-        outputs = module.apply({"params": params}, **task.model_inputs(batch),
+    def summed_loss(params, batch, rng, frozen):
+        outputs = module.apply({"params": materialize(params, frozen)},
+                               **task.model_inputs(batch),
                                deterministic=False, rngs={"dropout": rng})
         return task.loss(outputs, batch)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
-        params = state["params"]
+        params, frozen = state["params"], state.get("frozen")
         step_rng = jax.random.fold_in(state["rng"], state["step"])
 
         def accumulate(carry, micro):
             index, microbatch = micro
             (loss, weight), grads = jax.value_and_grad(summed_loss, has_aux=True)(
-                params, microbatch, jax.random.fold_in(step_rng, index))
+                params, microbatch, jax.random.fold_in(step_rng, index), frozen)
             return jax.tree.map(jnp.add, carry, (loss, weight, grads)), None
 
         zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
@@ -97,8 +107,7 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
             "l2_grads": grad_norm,
             "nonfinite": 1 - finite.astype(jnp.int32),
         }
-        new_state = dict(params=new_params, opt_state=opt_state, step=state["step"] + 1,
-                         rng=state["rng"])
+        new_state = dict(state, params=new_params, opt_state=opt_state, step=state["step"] + 1)
         return new_state, metrics
 
     return train_step
