@@ -182,3 +182,17 @@ def test_lora_bad_flags(tiny_decoder, tmp_path):
                           f"--config.model={folder}", "--config.lora_rank=4",
                           "--config.lora_dropout=0.1", check=False)
     assert result.returncode == 2 and "--config.lora_dropout" in result.stderr.splitlines()[-1]
+
+
+def test_lora_on_an_fsdp_mesh_matches_one_device(tiny_model, tmp_path):
+    """The frozen params sharded over fsdp (the adapters replicated): the same
+    losses as on one device."""
+    from conftest import run_finetune
+    from test_scale import args_for, losses
+    lora_args = ("--config.lora_rank=4", "--config.lora_alpha=32")
+    run_finetune(*args_for(tiny_model, tmp_path / "one", *lora_args))
+    run_finetune(*args_for(tiny_model, tmp_path / "mesh", *lora_args,
+                           "--config.mesh=data=2,fsdp=2"), devices=4)
+    one, mesh = losses(tmp_path / "one"), losses(tmp_path / "mesh")
+    assert max(one) - min(one) > 1e-3  # the adapters (and head) do learn
+    assert max(abs(a - b) for a, b in zip(one, mesh)) < 1e-5, (one, mesh)
