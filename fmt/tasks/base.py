@@ -152,3 +152,25 @@ def token_lm_metrics(outputs: dict) -> dict:
     loss = loss_sum / count
     return {"perplexity": float(np.exp(loss)), "loss": loss,
             "accuracy": int(np.sum(outputs["correct"])) / count}
+
+
+class TokenLM(TaskKind):
+    """What the language-model kinds share: text records, a vocabulary-wide head
+    without labels, and perplexity, loss and accuracy over the target tokens."""
+    labels = None
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.metric_names = ("perplexity", "loss", "accuracy")
+
+    @classmethod
+    def num_outputs(cls, label_names, model_config) -> int:
+        return model_config.vocab_size
+
+    def load(self) -> Splits:
+        from fmt.data import datasets
+        train, validation, origins = datasets.text_records(self.config)
+        return Splits("text", train, {"validation": validation}, origins)
+
+    def evaluate(self, outputs, features):
+        return token_lm_metrics(outputs), None

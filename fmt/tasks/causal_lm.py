@@ -14,33 +14,19 @@ import logging
 import jax.numpy as jnp
 import numpy as np
 
-from fmt.data import datasets, text
+from fmt.data import text
 from fmt.data.features import Features
 from fmt.errors import UserError
-from fmt.tasks.base import (IGNORE, Splits, TaskKind, token_cross_entropy, token_lm_metrics,
-                            token_lm_outputs)
+from fmt.tasks.base import IGNORE, TokenLM, token_cross_entropy, token_lm_outputs
 
 log = logging.getLogger("fmt")
 
 
-class CausalLM(TaskKind):
+class CausalLM(TokenLM):
     name = "causal_lm"
     head = "causal_lm"
-    labels = None
     architecture_suffix = "ForCausalLM"
     packable = True
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        self.metric_names = ("perplexity", "loss", "accuracy")
-
-    @classmethod
-    def num_outputs(cls, label_names, model_config) -> int:
-        return model_config.vocab_size
-
-    def load(self) -> Splits:
-        train, validation, origins = datasets.text_records(self.config)
-        return Splits("text", train, {"validation": validation}, origins)
 
     def featurize(self, model, records, split, source) -> Features:
         if records and isinstance(records[0], dict):
@@ -96,7 +82,4 @@ class CausalLM(TaskKind):
 
     def eval_outputs(self, logits, batch):
         return token_lm_outputs(logits[:, :-1], batch["labels"][:, 1:], batch["weights"])
-
-    def evaluate(self, outputs, features):
-        return token_lm_metrics(outputs), None
 

@@ -9,31 +9,17 @@ summed loss, masked-token count and correct count: `[batch, seq, vocab]`
 logits never leave the device.
 """
 
-from fmt.data import datasets, masking, text
+from fmt.data import masking, text
 from fmt.errors import UserError
-from fmt.tasks.base import (IGNORE, Splits, TaskKind, token_cross_entropy, token_lm_metrics,
-                            token_lm_outputs)
+from fmt.tasks.base import IGNORE, TokenLM, token_cross_entropy, token_lm_outputs
 
 EVAL_EPOCH = 2 ** 31 - 1  # the masks of evaluation: one draw, never a training epoch's
 
 
-class MaskedLM(TaskKind):
+class MaskedLM(TokenLM):
     name = "masked_lm"
     head = "masked_lm"
-    labels = None
     architecture_suffix = "ForMaskedLM"
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        self.metric_names = ("perplexity", "loss", "accuracy")
-
-    @classmethod
-    def num_outputs(cls, label_names, model_config) -> int:
-        return model_config.vocab_size
-
-    def load(self) -> Splits:
-        train, validation, origins = datasets.text_records(self.config)
-        return Splits("text", train, {"validation": validation}, origins)
 
     def featurize(self, model, records, split, source):
         c = self.config
@@ -68,6 +54,3 @@ class MaskedLM(TaskKind):
 
     def eval_outputs(self, logits, batch):
         return token_lm_outputs(logits, batch["labels"], batch["weights"])
-
-    def evaluate(self, outputs, features):
-        return token_lm_metrics(outputs), None
