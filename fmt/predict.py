@@ -37,7 +37,7 @@ from scipy.special import softmax
 from tqdm import tqdm
 
 from fmt import hf, model as model_lib
-from fmt.data import batching, glue, sources
+from fmt.data import batching, glue, rows, sources
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 from fmt.tasks.classification import Classification
@@ -244,7 +244,7 @@ def _check_glue_model(classifier: Classifier, spec: glue.TaskSpec) -> None:
 def _check_output(input_path: str, output_path: str) -> str:
     """The input's extension, which the output must share; the output must not
     be the input."""
-    extension = sources.file_extension(input_path, sources.FILE_FORMATS)
+    extension = rows.file_extension(input_path, sources.FILE_FORMATS)
     same = os.path.abspath(input_path) == os.path.abspath(output_path) or (
         os.path.exists(input_path) and os.path.exists(output_path)
         and os.path.samefile(input_path, output_path))

@@ -9,7 +9,7 @@ reading (unknown tags, overlong sentences) can still point into the file.
 import re
 from collections.abc import Iterator, Sequence
 
-from fmt.data.sources import _jsonl_rows, _read_text, file_extension
+from fmt.data.rows import file_extension, jsonl_rows, read_text
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 
@@ -40,7 +40,7 @@ def read_tagged(
     sentences and -DOCSTART- lines are skipped.
     """
     extension = file_extension(path, FORMATS, "tagged data")
-    text = _read_text(path)
+    text = read_text(path)
     if extension in JSON_FORMATS:
         records = list(_json_records(path, text, tokens_field, tags_field))
     else:
@@ -135,7 +135,7 @@ def _conll_records(path: str, text: str) -> Iterator[TaggedRecord]:
 def _json_records(
     path: str, text: str, tokens_field: str, tags_field: str
 ) -> Iterator[TaggedRecord]:
-    for number, row in _jsonl_rows(path, text):
+    for number, row in jsonl_rows(path, text):
         tokens = _string_list(path, number, row, tokens_field)
         tags = _string_list(path, number, row, tags_field)
         if len(tokens) != len(tags):

@@ -8,19 +8,16 @@ csv/tsv/jsonl files. Every file reader goes through the same row checks, so a
 bad row gets the same one-line `path:line: ...` error whatever its format.
 """
 
-import csv
-import io
-import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
+from fmt.data.rows import Row, csv_rows, file_extension, jsonl_rows, read_text, tsv_rows
 from fmt.data.glue import TaskSpec
 from fmt.errors import UserError
 
 Record = dict[str, str | int | float]
-# (1-based line number, value per column name) for one data row.
-_Row = tuple[int, dict[str, object]]
+_Row = Row
 
 FILE_FORMATS = (".csv", ".tsv", ".jsonl", ".json")
 
@@ -33,7 +30,7 @@ def read_glue_dir(spec: TaskSpec, data_dir: str, split: str) -> list[Record]:
     """
     path = _glue_file(spec, data_dir, split)
     # GLUE text is raw: `"` is an ordinary character, so quoting stays off.
-    header, rows = _tsv_rows(path, _read_text(path), spec.column_names)
+    header, rows = tsv_rows(path, read_text(path), spec.column_names)
     fields = dict(zip(spec.text_fields, spec.text_columns))
     glue_fix = f"is it the {spec.glue_dir} folder of the original glue_data?"
     _require_columns(path, header, [*fields.values(), spec.label_column], lambda _: glue_fix)
@@ -49,7 +46,7 @@ def read_glue_test(spec: TaskSpec, data_dir: str, split: str) -> tuple[str, list
     the text fields and "idx", the example's id in the file's index column."""
     path = _glue_file(spec, data_dir, split, spec.test_file(split)[0])
     # Test files always name their columns in a header row, CoLA's too.
-    header, rows = _tsv_rows(path, _read_text(path))
+    header, rows = tsv_rows(path, read_text(path))
     fields = dict(zip(spec.text_fields, spec.text_columns), idx=spec.index_column)
     glue_fix = f"is it the {spec.glue_dir} folder of the original glue_data?"
     _require_columns(path, header, list(fields.values()), lambda _: glue_fix)
@@ -142,10 +139,10 @@ def _table(path: str, needed: list[str], fix: Callable[[str], str]
     """The header (None for JSON lines) and rows of a user's file, by its
     extension; a csv/tsv header must name the `needed` columns."""
     extension = file_extension(path, FILE_FORMATS)
-    text = _read_text(path)
+    text = read_text(path)
     if extension in (".jsonl", ".json"):
-        return None, _jsonl_rows(path, text)
-    reader = _tsv_rows if extension == ".tsv" else _csv_rows
+        return None, jsonl_rows(path, text)
+    reader = tsv_rows if extension == ".tsv" else csv_rows
     header, rows = reader(path, text)
     _require_columns(path, header, needed, fix)
     return header, rows
@@ -179,127 +176,6 @@ def _glue_file(spec: TaskSpec, data_dir: str, split: str, file_name: str | None 
             f"as in the original glue_data"
         )
     return path
-
-
-def file_extension(path: str, formats: tuple[str, ...], what: str = "") -> str:
-    """The lower-case extension of `path`, which must be one of `formats`;
-    `what` names the data in the error ("tagged data")."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in formats:
-        kind = repr(extension) if extension else "(no extension)"
-        raise UserError(
-            f"{path}: unsupported file type {kind}{f' for {what}' if what else ''}; "
-            f"use one of {', '.join(formats)} (.json means one object per line)"
-        )
-    return extension
-
-
-def _read_text(path: str,
-               empty: str = "file is empty; it needs at least one data row") -> str:
-    """The file's text without a UTF-8 byte-order mark; never empty (`empty` says
-    what is missing, in the reader's own words)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file; check the path") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read file ({error.strerror}); check the path") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        bad = data[error.start:error.start + 1].hex()
-        raise UserError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{bad}); re-save the file as UTF-8"
-        ) from None
-    if not text.strip():
-        raise UserError(f"{path}: {empty}")
-    return text
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """Numbered non-blank lines, tolerating CRLF and a missing final newline."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if line.strip():
-            yield number, line
-
-
-def _tsv_rows(
-    path: str, text: str, names: tuple[str, ...] | None = None
-) -> tuple[list[str], Iterator[_Row]]:
-    """Header and lazy rows of a tab-separated file, split on tabs, quoting off.
-
-    `names` gives the columns of a file without a header row. Rows are lazy so
-    that callers check the header before any row.
-    """
-    lines = _lines(text)
-    header = list(names) if names is not None else next(lines)[1].split("\t")
-
-    def rows() -> Iterator[_Row]:
-        for number, line in lines:
-            cells = line.split("\t")
-            _check_width(path, number, len(header), len(cells), "tab-separated",
-                         "text must not contain tab characters")
-            yield number, dict(zip(header, cells))
-
-    return header, rows()
-
-
-def _csv_rows(path: str, text: str) -> tuple[list[str], Iterator[_Row]]:
-    """Header and lazy rows of a comma-separated file, quoted fields allowed."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-
-    def numbered() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for cells in reader:
-                if any(cell.strip() for cell in cells):
-                    # line_num is where the row ends; a quoted field may span lines.
-                    yield reader.line_num, cells
-        except csv.Error as error:
-            raise UserError(
-                f"{path}:{reader.line_num}: malformed CSV ({error}); check the quotes"
-            ) from None
-
-    lines = numbered()
-    header = next(lines, (0, None))[1]
-    if header is None:
-        raise UserError(f"{path}: file has only empty cells; it needs a header and data rows")
-
-    def rows() -> Iterator[_Row]:
-        for number, cells in lines:
-            _check_width(path, number, len(header), len(cells), "comma-separated",
-                         "quote fields that contain commas and close every quote")
-            yield number, dict(zip(header, cells))
-
-    return header, rows()
-
-
-def _jsonl_rows(path: str, text: str) -> Iterator[_Row]:
-    """Rows of a JSON-lines file: one JSON object per line."""
-    for number, line in _lines(text):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: invalid JSON ({error.msg}); write one JSON object per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise UserError(
-                f"{path}:{number}: expected a JSON object, found {type(row).__name__}; "
-                f"write one JSON object per line"
-            )
-        yield number, row
-
-
-def _check_width(path: str, line: int, expected: int, found: int, kind: str, fix: str) -> None:
-    """Fail on a row whose column count differs from the header's."""
-    if found != expected:
-        raise UserError(
-            f"{path}:{line}: expected {expected} {kind} columns, found {found}; {fix}"
-        )
 
 
 def _require_columns(

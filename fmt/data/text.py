@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from fmt.data.features import Features
-from fmt.data.sources import _lines, _read_text, file_extension
+from fmt.data.rows import file_extension, numbered_lines, read_text
 from fmt.errors import UserError
 
 log = logging.getLogger("fmt")
@@ -35,11 +35,11 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     """Texts of a .txt file (one per non-blank line) or a JSON lines file
     (.jsonl/.json: the `text_field` string of each object)."""
     extension = file_extension(path, TEXT_FORMATS, "texts")
-    text = _read_text(path, empty=NO_TEXT)
+    text = read_text(path, empty=NO_TEXT)
     if extension == ".txt":
-        texts = [line for _, line in _lines(text)]
+        texts = [line for _, line in numbered_lines(text)]
     else:
-        texts = [_json_text(path, number, line, text_field) for number, line in _lines(text)]
+        texts = [_json_text(path, number, line, text_field) for number, line in numbered_lines(text)]
         texts = [t for t in texts if t.strip()]
     if not texts:
         raise UserError(f"{path}: {NO_TEXT}")
@@ -51,7 +51,7 @@ def read_pairs(path: str, prompt_field: str, response_field: str) -> list[dict[s
     per row (the fields as named); a row without a response is an error."""
     file_extension(path, (".jsonl", ".json"), "prompt/response pairs")
     pairs = []
-    for number, line in _lines(_read_text(path, empty=NO_TEXT)):
+    for number, line in numbered_lines(read_text(path, empty=NO_TEXT)):
         prompt = _json_text(path, number, line, prompt_field)
         response = _json_text(path, number, line, response_field)
         if not response.strip():
