@@ -225,3 +225,24 @@ def test_decoder_from_scratch(family, tmp_path):
     assert perplexities[-1] < perplexities[0] < 600 * 2
     exported = transformers.AutoModelForCausalLM.from_pretrained(str(workdir / "model"))
     assert exported.config.model_type == family and exported.config.num_hidden_layers == 2
+
+
+def test_make_pairs_feeds_the_pairs_preset(tmp_path):
+    """experiments/make_pairs.py turns aligned files into rows that read_pairs takes."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    (tmp_path / "a.en").write_text("A dog runs.\nTwo cats sleep.\n")
+    (tmp_path / "a.de").write_text("Ein Hund rennt.\nZwei Katzen schlafen.\n")
+    out = tmp_path / "pairs.jsonl"
+    run = lambda *extra: subprocess.run(
+        [sys.executable, str(ROOT / "experiments/make_pairs.py"), f"--source={tmp_path}/a.en",
+         f"--target={tmp_path}/a.de", f"--output={out}", *extra],
+        capture_output=True, text=True, cwd=ROOT)
+    assert run(r"--prompt=English: {source}\nGerman:").returncode == 0
+    assert read_pairs(str(out), "prompt", "response") == [
+        {"prompt": "English: A dog runs.\nGerman:", "response": " Ein Hund rennt."},
+        {"prompt": "English: Two cats sleep.\nGerman:", "response": " Zwei Katzen schlafen."}]
+    (tmp_path / "a.de").write_text("Ein Hund rennt.\n")
+    failed = run()
+    assert failed.returncode == 2 and "2 lines and --target 1" in failed.stderr
