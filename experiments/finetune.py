@@ -35,13 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("absl", "jax", "orbax", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # fmt uses transformers for tokenizers only: its advice (e.g. that PyTorch is
-    # missing, as in the demo's environment) is not for this run. Its logger takes
-    # the level from this variable when transformers is first imported.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from fmt.train.cli import quiet_logging
+    quiet_logging()
     start_distributed()
     import jax
     if jax.process_index() != 0:

@@ -15,8 +15,6 @@ Mistakes end with one line naming what to fix (--verbose shows the traceback).
 """
 
 import json
-import logging
-import os
 import sys
 
 from absl import app, flags
@@ -41,10 +39,8 @@ flags.mark_flags_as_required(["model", "prompts", "output"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    for noisy in ("absl", "jax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # tokenizers only; as finetune.py
+    from fmt.train.cli import quiet_logging
+    quiet_logging()
     from fmt.errors import UserError
     try:
         written = run(UserError)

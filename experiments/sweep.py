@@ -16,7 +16,6 @@ peer. A protocol config (experiments/configs/paper/) may give the grid, seeds an
 tasks (SWEEP, SEEDS, TASKS); the flags override them.
 """
 
-import importlib.util
 import pathlib
 import sys
 
@@ -45,9 +44,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def protocol_defaults(config_file: str) -> dict:
     """SWEEP, SEEDS and TASKS of a protocol config file, where it defines them."""
-    spec = importlib.util.spec_from_file_location("protocol", config_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from fmt.train.cli import config_module
+    module = config_module(config_file)
     return {k: getattr(module, k) for k in ("SWEEP", "SEEDS", "TASKS") if hasattr(module, k)}
 
 

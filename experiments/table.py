@@ -16,7 +16,6 @@ the difference to them. Prints Markdown; writes table.md and table.csv (and with
 """
 
 import csv
-import importlib.util
 import io
 import pathlib
 import sys
@@ -49,9 +48,8 @@ def published(name: str):
     if not path.is_file():
         raise UserError(f"--reference={name}: no folder of runs and no protocol {path}; "
                         f"pass a folder or one of: {', '.join(known)}")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from fmt.train.cli import config_module
+    module = config_module(str(path))
     numbers = getattr(module, "PUBLISHED", {})
     if not numbers:
         raise UserError(f"--reference={name}: {path} publishes no numbers (no PUBLISHED); "

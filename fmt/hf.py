@@ -104,13 +104,15 @@ def _canonical(name: str) -> str:
         "LayerNorm.beta", "LayerNorm.bias")
 
 
-def _get(tree: dict, path: tuple[str, ...]):
+def get_path(tree: dict, path: tuple[str, ...]):
+    """The leaf of a nested params dict at `path`."""
     for key in path:
         tree = tree[key]
     return tree
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
+def set_path(tree: dict, path: tuple[str, ...], value) -> None:
+    """Put `value` at `path` of a nested params dict, making the dicts on the way."""
     for key in path[:-1]:
         tree = tree.setdefault(key, {})
     tree[path[-1]] = value
@@ -130,7 +132,7 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
     tensors = {_canonical(k): v for k, v in tensors.items()}
     prefix = base_prefix + "."
     has_prefix = any(k.startswith(prefix) for k in tensors)
-    params = _copy_tree(init_params)
+    params = copy_tree(init_params)
     used, missing = set(), []
     for hf_name, path, transform in name_map:
         key = hf_name
@@ -140,14 +142,14 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
             if hf_name not in missing:  # a fused weight is several entries
                 missing.append(hf_name)
             continue
-        expected = _get(init_params, path)
+        expected = get_path(init_params, path)
         want = _hf_shape(tuple(expected.shape), transform)
         if tuple(tensors[key].shape) != want:
             raise UserError(f"{source}: weight {key} has shape {tuple(tensors[key].shape)} in the "
                             f"checkpoint but the model needs {want}; pass num_labels or "
                             "label_names that match the checkpoint's head, or a checkpoint of "
                             "this architecture (--config.model)")
-        _set(params, path, np.asarray(to_flax(tensors[key], transform), dtype=expected.dtype))
+        set_path(params, path, np.asarray(to_flax(tensors[key], transform), dtype=expected.dtype))
         used.add(key)
     unexpected = sorted(k for k in tensors if k not in used and k not in ignored
                         and not k.endswith(_IGNORED_WEIGHTS))
@@ -196,9 +198,10 @@ def _hf_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
     return whole[::-1] if base == "linear" else whole
 
 
-def _copy_tree(tree):
+def copy_tree(tree):
+    """A nested dict's dicts copied, its leaves shared."""
     if isinstance(tree, dict):
-        return {k: _copy_tree(v) for k, v in tree.items()}
+        return {k: copy_tree(v) for k, v in tree.items()}
     return tree
 
 
@@ -224,7 +227,7 @@ def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
     """Params as torch-layout tensors under their Hugging Face names."""
     tensors, pieces = {}, {}
     for hf_name, path, transform in name_map:
-        value = np.asarray(_get(params, path), dtype=np.float32)
+        value = np.asarray(get_path(params, path), dtype=np.float32)
         _, part, parts = parse_transform(transform)
         if parts == 1:
             tensors[hf_name] = np.ascontiguousarray(_to_hf(value, transform))

@@ -278,7 +278,7 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         adapters, spec, trained = lora.load_peft(adapter, names, params, model_type)
         for hf_name, path, transform in names:  # modules_to_save: a trained head
             if hf_name in trained:
-                lora._set(params, path, hf.to_flax(trained[hf_name], transform))
+                hf.set_path(params, path, hf.to_flax(trained[hf_name], transform))
         params = jax.tree.map(np.asarray, lora.merge(params, adapters, spec))
         log.info("%s: LoRA adapter of rank %d on %d modules merged", adapter, spec.rank,
                  len(spec.targets))

@@ -86,7 +86,7 @@ def plan(name_map, params: dict, rank: int, alpha: float, patterns,
     for module in chosen:
         pieces = sorted(parts[module], key=lambda pt: hf.parse_transform(pt[1])[1])
         path, transform = pieces[0]
-        shape = _get(params, path).shape  # fmt's [in, out-part]
+        shape = hf.get_path(params, path).shape  # fmt's [in, out-part]
         count = hf.parse_transform(transform)[2]
         targets.append(Target(module, tuple(pieces), int(shape[0]), int(shape[-1]) * count,
                               hf.parse_transform(transform)[0] == "conv1d"))
@@ -110,15 +110,15 @@ def init(spec: LoraSpec, seed: int) -> dict:
 def merge(params: dict, adapters: dict, spec: LoraSpec) -> dict:
     """`params` with every adapter's delta added (jit-friendly; params not adapted
     are the same arrays)."""
-    merged = _copy(params)
+    merged = hf.copy_tree(params)
     for i, t in enumerate(spec.targets):
         adapter = adapters[str(i)]
         delta = spec.scale * (adapter["lora_B"] @ adapter["lora_A"])  # [out, in]
         if t.conv1d:
             delta = delta.T  # Conv1D's [in, out], the layout its transform expects
         for path, transform in t.params:
-            value = _get(params, path)
-            _set(merged, path, value + hf.to_flax(delta, transform).astype(value.dtype))
+            value = hf.get_path(params, path)
+            hf.set_path(merged, path, value + hf.to_flax(delta, transform).astype(value.dtype))
     return merged
 
 
@@ -198,19 +198,3 @@ def load_peft(folder, name_map, params: dict, model_type: str
     trained = {k[len(PREFIX):]: v for k, v in tensors.items()
                if ".lora_" not in k and k.startswith(PREFIX)}
     return adapters, spec, trained
-
-
-def _get(tree: dict, path):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict, path, value) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value
-
-
-def _copy(tree):
-    return {k: _copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree

@@ -33,6 +33,7 @@ class RunRecord:
     fold: int | None
     results: dict              # results.json: metric -> value (first split plain)
     workdir: pathlib.Path
+    config: dict = dataclasses.field(default_factory=dict)  # config.json, as it ran
 
     @property
     def main_metric(self) -> str:
@@ -70,7 +71,7 @@ def read_run(workdir: pathlib.Path, task: str | None = None,
     return RunRecord(task if task is not None else task_name(config), dict(setting or {}),
                      int(config.get("seed", 0)),
                      config.get("cv_fold") if config.get("cv_folds") else None,
-                     results, workdir)
+                     results, workdir, config)
 
 
 def collect(folder: str | pathlib.Path) -> list[RunRecord]:
@@ -96,16 +97,11 @@ def _infer_settings(records: list[RunRecord]) -> None:
     """Without a sweep.json: a task's setting is the config fields its runs differ in."""
     for task in {r.task for r in records}:
         runs = [r for r in records if r.task == task]
-        configs = [_config(r.workdir) for r in runs]
+        configs = [r.config for r in runs]
         keys = sorted({k for c in configs for k in c} - _REPEAT_FIELDS - RECORDING_FIELDS)
         varying = [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
         for run, config in zip(runs, configs):
             run.setting = {k: _text(config.get(k)) for k in varying}
-
-
-def _config(workdir: pathlib.Path) -> dict:
-    path = workdir / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _text(value) -> str:

@@ -55,6 +55,21 @@ class CommaTupleParser(tuple_parser.TupleParser):
         return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
+def quiet_logging() -> None:
+    """fmt's INFO lines as plain messages; the libraries' chatter only at WARNING.
+
+    fmt uses transformers for tokenizers only: its advice (e.g. that PyTorch is
+    missing, as in the demo's environment) is not for fmt's scripts. Its logger
+    takes the level from TRANSFORMERS_VERBOSITY when transformers is first
+    imported, so this runs before that.
+    """
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    for noisy in ("absl", "jax", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def parse_flags(argv: list[str], name: str = "config", default_config=None) -> list[str]:
     """absl's `FLAGS(argv)` for a script with a config flag called `name`.
 
@@ -107,6 +122,17 @@ def load_config(spec: str, name: str = "config"):
     """The ConfigDict that `--{name}=spec` names, unlocked."""
     check_config_path(spec, name)
     return ConfigFileFlagParser(name, lock_config=False).parse(spec)
+
+
+def config_module(path: str):
+    """A config file as a Python module, for what it defines beside get_config (a
+    protocol's SWEEP, SEEDS, TASKS and PUBLISHED numbers)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0],
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def print_help(spec: str | None, name: str, default_config, full: bool = False) -> None:

@@ -53,7 +53,8 @@ class Trainable:
         if not self.lora:
             return logical_specs, None
         from jax.sharding import PartitionSpec as P
-        trainable = {"lora": jax.tree.map(lambda _: P(), lora.init(self.spec, 0))}
+        trainable = {"lora": {str(i): {"lora_A": P(), "lora_B": P()}
+                              for i in range(len(self.spec.targets))}}
         frozen = dict(logical_specs)
         if self.head_trained:
             trainable["head"] = frozen.pop("head")
