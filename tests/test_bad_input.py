@@ -112,7 +112,7 @@ def test_checkpoint_head_with_other_labels_is_replaced_and_said(rte, tmp_path, t
     ("--config.learning_rate=-1e-5", "--config.learning_rate=-1e-05"),
     ("--config.batch_size=0", "--config.batch_size=0"),
     ("--config.batch_size=-8", "--config.batch_size=-8"),
-    ("--config.num_epochs=0", "--config.num_epochs=0"),
+    ("--config.num_epochs=-1", "--config.num_epochs=-1"),
     ("--config.num_epochs=-1", "--config.num_epochs=-1"),
     ("--config.learning_rate=fast", "--config.learning_rate=fast"),
 ])

@@ -54,6 +54,10 @@ def test_block_loss_equals_transformers(family, tiny_decoder):
     texts = TEXT.read_text().splitlines()[:60]
     features = task.featurize(model, texts, "train", "slice")
     assert all(len(ids) == 32 for ids in features.tokens["input_ids"][:-1])  # full blocks
+    # The blocks hold the texts whole, each ending in its line break (run_clm's keep_linebreaks).
+    stream = np.concatenate(features.tokens["input_ids"])
+    stream = stream[~np.isin(stream, model.tokenizer.all_special_ids)]
+    assert model.tokenizer.decode(stream) == "".join(t + "\n" for t in texts)
     # The last block is short: the batch pads it, and padding is never a target.
     batch = batching.make_batch(features, np.arange(len(features) - 3, len(features)), 32, 4)
     assert our_loss(model, task, batch) == pytest.approx(hf_loss(folder, batch), abs=1e-5)
@@ -128,7 +132,7 @@ def clm_args(folder, workdir, *extra, preset="text"):
 
 
 def test_gpt2_text_run_lowers_perplexity_and_exports(tiny_decoder, tmp_path):
-    workdir = tmp_path / "gpt2"
+    workdir, before = tmp_path / "gpt2", tmp_path / "before"
     run_finetune(*clm_args(tiny_decoder("gpt2"), workdir, "--config.max_steps=40",
                            "--config.eval_every_steps=20"))
     results = json.loads((workdir / "results.json").read_text())
@@ -136,6 +140,11 @@ def test_gpt2_text_run_lowers_perplexity_and_exports(tiny_decoder, tmp_path):
     evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     perplexities = [line["eval_perplexity"] for line in evals if "eval_perplexity" in line]
     assert len(perplexities) == 2 and perplexities[1] < perplexities[0] < 500
+    # num_epochs=0 evaluates the model as loaded: the baseline that training lowered.
+    run_finetune(*clm_args(tiny_decoder("gpt2"), before, "--config.num_epochs=0",
+                           "--config.export_model=false"))
+    baseline = json.loads((before / "results.json").read_text())
+    assert baseline["step"] == 0 and baseline["perplexity"] > perplexities[0]
     exported = transformers.AutoModelForCausalLM.from_pretrained(str(workdir / "model"))
     assert type(exported).__name__ == "GPT2LMHeadModel"
 

@@ -1,9 +1,10 @@
 """Causal-LM: fine-tuning a decoder (GPT-2, Llama-family) on text.
 
 Texts are cut into blocks of `max_seq_length` tokens from their concatenation,
-or taken a line each (`--config.text_mode`); prompt/response pairs
-(`--config.response_field`) are learnt on the response only. Every token is its own target for
-the position before it: the labels are the input ids, shifted inside the loss
+each text ending in a line break (as run_clm's keep_linebreaks), or taken a
+line each (`--config.text_mode`); prompt/response pairs (`--config.response_field`)
+are learnt on the response only. Every token is its own target for the position
+before it: the labels are the input ids, shifted inside the loss
 as `transformers` shifts them, and padding carries IGNORE. The loss is the mean
 over the global batch's predicted tokens; evaluation reduces each row on
 device to its summed loss, token count and correct count.
@@ -32,6 +33,8 @@ class CausalLM(TokenLM):
         if records and isinstance(records[0], dict):
             return self._pairs(model.tokenizer, records, split, source)
         c = self.config
+        if c.text_mode == "block":  # a generated text breaks its lines where the data did
+            records = [t + "\n" for t in records]
         encoded = text.encode_texts(model.tokenizer, records, c.max_seq_length, c.text_mode,
                                     source)
         ids = encoded.tokens["input_ids"]

@@ -87,7 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1         # split each batch into N microbatches, one update
     c.mesh = "data=-1,fsdp=1,tensor=1"  # device mesh; -1 takes the devices left over
     c.eval_batch_size = 64         # global batch size for evaluation
-    c.num_epochs = 3.0             # epochs of training (if max_steps == 0)
+    c.num_epochs = 3.0             # epochs of training (if max_steps == 0); 0 = evaluate only
     c.max_steps = 0                # total train steps; 0 = from num_epochs
     c.seed = 0                     # seeds the head init, dropout and data order
     c.skip_nonfinite_steps = False  # skip (and count) updates with a NaN/Inf loss or gradient

@@ -46,9 +46,9 @@ def validate(config) -> None:
     for name in positive:
         if not config[name] > 0:
             raise UserError(f"--config.{name}={config[name]}: must be positive")
-    if config.max_steps <= 0 and not config.num_epochs > 0:
-        raise UserError(f"--config.num_epochs={config.num_epochs}: must be positive "
-                        "(or set --config.max_steps)")
+    if config.max_steps < 0 or not config.num_epochs >= 0:  # num_epochs=0: evaluate only
+        raise UserError(f"--config.num_epochs={config.num_epochs}, --config.max_steps="
+                        f"{config.max_steps}: set one of them, or num_epochs=0 to evaluate only")
     if config.dtype not in DTYPES:
         raise UserError(f"--config.dtype={config.dtype!r}: choose one of {sorted(DTYPES)}")
     if config.early_stopping_patience and not config.early_stopping_metric:
@@ -212,7 +212,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
              "%d; bucket lengths %s; train metrics every %d steps", splits.name, task.name,
              len(train_data), {k: len(v) for k, v in eval_data.items()}, total_steps,
              steps_per_epoch, batch_size, buckets, log_every)
-    if total_steps < FEW_STEPS and not config.max_steps:
+    if 0 < total_steps < FEW_STEPS and not config.max_steps:
         log.warning("only %d update steps: on data this small, more epochs "
                     "(--config.num_epochs) or a higher --config.learning_rate usually help; "
                     "the defaults are the usual ones for full-size data", total_steps)
