@@ -171,13 +171,13 @@ def run_fmt(padded: bool, peak_flops: float) -> dict:
         state, metrics = steps.train_step(state, feed(encoded, indices, length))
     jax.block_until_ready(state)
     compile_s = sum(compile_seconds)
-    compilations = steps.train_step._cache_size()
+    compilations = steps.train_traces.count
     start = time.perf_counter()
     for indices, length in timed:
         state, metrics = steps.train_step(state, feed(encoded, indices, length))
     jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - start
-    assert steps.train_step._cache_size() == compilations, "recompiled while timing"
+    assert steps.train_traces.count == compilations, "recompiled while timing"
     real = float(sum(encoded.lengths[indices].sum() for indices, _ in timed))
     computed = float(sum(_BATCH.value * length for _, length in timed))
     flops = sum(train_flops(model.config, _BATCH.value, length) for _, length in timed)

@@ -18,18 +18,15 @@ the result always has `max_new_tokens` new columns (pad after every row's
 end), and top-k is off unless asked for (its generation config defaults 50).
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fmt.errors import UserError
+from fmt.tracing import Traced
 from fmt.models import layers
 
-# How many times the decode loop was traced, i.e. compiled: tests read it to
-# see that one (batch size, bucket) compiles once.
-TRACES = 0
 
 
 def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
@@ -147,13 +144,9 @@ def _forward(module, variables, ids, mask, positions):
     return logits, updated["cache"]
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_new_tokens", "do_sample",
-                                             "return_logits"))
-def _decode(module, params, prompt_ids, prompt_mask, key, temperature, top_k, top_p, eos_ids,
+def _decode_loop(module, params, prompt_ids, prompt_mask, key, temperature, top_k, top_p, eos_ids,
             pad_id, *, max_new_tokens: int, do_sample: bool, return_logits: bool):
     """(new tokens `[batch, max_new_tokens]`, their logits or None)."""
-    global TRACES
-    TRACES += 1
     batch = prompt_ids.shape[0]
     settings = (temperature, top_k, top_p)
     # Every slot the new tokens will fill is real; a row's later slots stay
@@ -189,6 +182,13 @@ def _decode(module, params, prompt_ids, prompt_mask, key, temperature, top_k, to
         more, one_token, (jnp.int32(1), cache, tokens, ended, saved))
     return tokens, saved
 
+
+
+# Compiled once per (batch, prompt bucket) and static setting; `.count` (the
+# traces) lets tests see that.
+DECODE = Traced(_decode_loop)
+_decode = jax.jit(DECODE, static_argnames=("module", "max_new_tokens", "do_sample",
+                                           "return_logits"))
 
 def _is_end(token, eos_ids):
     return (token[:, None] == eos_ids[None, :]).any(axis=1)

@@ -166,15 +166,15 @@ def test_eos_ends_a_row_and_pads_it(checkpoint):
 def test_compiles_once_per_batch_and_bucket(checkpoint):
     _, _, model = checkpoint("llama")
     vocab = model.config.vocab_size
-    before = generate.TRACES
+    before = generate.DECODE.count
     # Two rows (no other test uses two), prompts of 5 to 20 tokens: one bucket (32).
     model.generate(*prompts(vocab, (5, 9)), max_new_tokens=4)
     model.generate(*prompts(vocab, (20, 3), seed=1), max_new_tokens=4, seed=5)
     model.generate(*prompts(vocab, (7, 7), seed=2), max_new_tokens=4, do_sample=False,
                    eos_token_id=9)
-    assert generate.TRACES - before == 1
+    assert generate.DECODE.count - before == 1
     model.generate(*prompts(vocab, (40, 2)), max_new_tokens=4)  # bucket 64
-    assert generate.TRACES - before == 2
+    assert generate.DECODE.count - before == 2
 
 
 def test_user_errors(checkpoint, tiny_model):

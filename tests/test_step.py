@@ -143,6 +143,21 @@ def test_training_reduces_the_loss_and_reports_metrics(dropout):
     assert max(losses[-2:]) < losses[0] - 0.05, losses
 
 
+def test_a_skipped_update_holds_the_logged_learning_rate(dropout):
+    """A non-finite step applies no update, so the schedule does not advance: the
+    rate logged for it and for the next step is the one the next update uses."""
+    good = _batch(_data(), range(6))
+    bad = dict(good, weights=np.full_like(good["weights"], np.nan))
+    state, rates = dropout.state, []
+    for batch in (good, good, bad, good, good):
+        state, metrics = dropout.step(state, batch)
+        rates.append(float(metrics["learning_rate"]))
+    assert int(metrics["nonfinite"]) == 0 and int(state["step"]) == 5
+    applied = [dropout.schedule(i) for i in (0, 1, 2, 2, 3)]  # the skipped step is step 2
+    assert rates == pytest.approx([float(r) for r in applied], rel=1e-6)
+    assert rates[2] == rates[3] != rates[4]
+
+
 def test_train_step_is_deterministic_with_dropout(dropout):
     assert BERT.hidden_dropout_prob > 0 and BERT.attention_probs_dropout_prob > 0
     batch = _batch(_data(), range(6))

@@ -28,6 +28,7 @@ from fmt.errors import Preempted, UserError
 from fmt.train import optim, sharding, step as step_lib
 from fmt.train.checkpoint import BestParams, Checkpoints
 from fmt.train.preemption import StopSignals
+from fmt.tracing import Traced
 from fmt.train.trainable import Trainable
 from fmt.train.workdir import check_workdir, read_results, save_config
 from fmt.train.writers import MetricWriter, write_json_atomic
@@ -118,6 +119,7 @@ class Steps(NamedTuple):
     eval_feed: sharding.BatchFeeder
     trainable: Trainable
     whole: Callable       # (trained params, state) -> the model's params
+    train_traces: Traced  # .count: the train step's compiled shapes so far
 
 
 def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, Steps]:
@@ -140,9 +142,10 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
     replicated = sharding.NamedSharding(mesh, sharding.P())
     train_feed = sharding.BatchFeeder(mesh, config.batch_size)
     eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
-    train_step = jax.jit(
-        step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1, config.l2,
-                                 config.grad_accum_steps, trainable.materialize),
+    traced = Traced(step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1,
+                                             config.l2, config.grad_accum_steps,
+                                             trainable.materialize))
+    train_step = jax.jit(traced,
         in_shardings=(state_sharding, train_feed.sharding),
         out_shardings=(state_sharding, replicated), donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model.module, task),
@@ -151,7 +154,7 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
     # The model's params from the trained ones (the state's `frozen`, if any, joins).
     whole = jax.jit(trainable.materialize, out_shardings=model_sharding)
     return state, Steps(train_step, eval_step, train_feed, eval_feed, trainable,
-                        lambda trained, state: whole(trained, state.get("frozen")))
+                        lambda trained, state: whole(trained, state.get("frozen")), traced)
 
 
 def _abstract(tree):
@@ -220,7 +223,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     mesh = sharding.make_mesh(config.mesh)
     state, steps = compile_steps(config, model, task, total_steps, mesh)
-    train_step, eval_step, train_feed, eval_feed, trainable, whole = steps
+    train_step, eval_step, train_feed, eval_feed, trainable, whole = steps[:6]
 
     # Checkpoints hold what training changes; LoRA's frozen params are the model
     # folder's, loaded again by every run.
@@ -284,7 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     summary = _summarize(window)
                     seconds = time.perf_counter() - window_start
                     summary.update(l2_params=float(param_norm(state["params"])),
-                                   compilations=train_step._cache_size(),
+                                   compilations=steps.train_traces.count,
                                    epoch=step / steps_per_epoch,
                                    examples_per_s=examples / seconds,
                                    tokens_per_s=tokens / seconds)

@@ -69,3 +69,15 @@ def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformati
     if config.max_grad_norm:
         opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
     return opt, lr
+
+
+def schedule_count(opt_state):
+    """How many updates the optimizer has applied: the count its learning-rate
+    schedule reads. It differs from the train step when updates were skipped
+    (`skip_nonfinite_steps`), so the logged rate is read at it."""
+    counts = [value for path, value in optax.tree.get_all_with_path(opt_state, "count")
+              if getattr(path[-1], "tuple_name", None) == "ScaleByScheduleState"]
+    if len(counts) != 1:
+        raise ValueError(f"expected one learning-rate schedule in the optimizer, found "
+                         f"{len(counts)}")
+    return counts[0]

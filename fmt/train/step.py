@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fmt.train import optim
 from fmt.train.optim import decay_mask
 
 
@@ -103,7 +104,7 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
         new_params, opt_state = jax.lax.cond(finite, update, keep, None)
         metrics = {
             "train_loss": loss,
-            "learning_rate": schedule(state["step"]),
+            "learning_rate": schedule(optim.schedule_count(state["opt_state"])),
             "l2_grads": grad_norm,
             "nonfinite": 1 - finite.astype(jnp.int32),
         }
