@@ -189,6 +189,21 @@ def test_block_mode_roberta_style(tmp_path, sentences):
         assert block[0] == tokenizer.bos_token_id and block[-1] == tokenizer.eos_token_id
 
 
+def test_padding_without_a_pad_token(tmp_path, sentences):
+    """A tokenizer without a pad token (GPT-2's) pads with end-of-text, never with
+    id 0, a real token; one with neither is a one-line error."""
+    from fmt.data.tokenizer_training import train_tokenizer
+    from fmt.hf import load_tokenizer
+    tokenizer = load_tokenizer(train_tokenizer(sentences, "bpe", 500, tmp_path / "bpe"))
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None and tokenizer.eos_token_id not in (None, 0)
+    features = encode_texts(tokenizer, sentences[:40], 20, "line", "test")
+    assert features.pad_id == tokenizer.eos_token_id
+    tokenizer.eos_token = None
+    user_error(lambda: encode_texts(tokenizer, sentences[:40], 20, "line", "test"),
+               "neither a pad nor an end-of-text token", "add_special_tokens")
+
+
 def test_encode_errors(tokenizer):
     user_error(lambda: encode_texts(tokenizer, ["a b"], 2, "block", "x"),
                "--config.max_seq_length=2", "special tokens")

@@ -18,6 +18,7 @@ import numpy as np
 
 from fmt.data.features import Features
 from fmt.data.rows import file_extension, numbered_lines, read_text
+from fmt.data.tokenize import pad_id
 from fmt.errors import UserError
 
 log = logging.getLogger("fmt")
@@ -166,7 +167,7 @@ def encode_texts(tokenizer, texts: list[str], max_seq_length: int, mode: str,
     return Features(
         tokens={"input_ids": ids, "token_type_ids": [np.zeros_like(i) for i in ids],
                 "special_tokens_mask": special, "word_ids": words},
-        pad_values={"input_ids": tokenizer.pad_token_id or 0},
+        pad_values={"input_ids": pad_id(tokenizer)},
         info={"source": source, "mode": mode},
     )
 

@@ -44,11 +44,15 @@ def encode(tokenizer, records: list[dict], text_fields: tuple[str, ...], max_seq
 
 def pad_id(tokenizer) -> int:
     """The id that pads inputs: the tokenizer's pad token, else its end-of-text
-    token (GPT-2 has no pad token; padded positions are masked out anyway)."""
+    token (GPT-2 has no pad token; padded positions are masked out anyway).
+    Never an arbitrary id such as 0: that is a real token, which an exported
+    decoder classifier would take for padding."""
     for token_id in (tokenizer.pad_token_id, getattr(tokenizer, "eos_token_id", None)):
         if token_id is not None:
             return int(token_id)
-    return 0
+    raise UserError(f"{getattr(tokenizer, 'name_or_path', '') or 'the tokenizer'}: it has "
+                    "neither a pad nor an end-of-text token to pad batches with; add one "
+                    "(tokenizer.add_special_tokens({'pad_token': '[PAD]'})) and save it")
 
 
 def _check_not_empty(tokenizer, text_fields, columns, source: str) -> None:

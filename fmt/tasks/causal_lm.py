@@ -17,6 +17,7 @@ import numpy as np
 
 from fmt.data import text
 from fmt.data.features import Features
+from fmt.data.tokenize import pad_id
 from fmt.errors import UserError
 from fmt.tasks.base import IGNORE, TokenLM, token_cross_entropy, token_lm_outputs
 
@@ -73,7 +74,7 @@ class CausalLM(TokenLM):
             log.warning("%s: %d of %d %s pairs are longer than --config.max_seq_length=%d; their "
                         "responses are cut", source, cut, len(records), split, limit)
         return Features(tokens={"input_ids": ids, "labels": labels},
-                        pad_values={"input_ids": tokenizer.pad_token_id or eos, "labels": IGNORE},
+                        pad_values={"input_ids": pad_id(tokenizer), "labels": IGNORE},
                         info={"source": source, "mode": "pairs"})
 
     def loss(self, logits, batch):
