@@ -9,15 +9,18 @@ checked, and each entry names its transform (see `to_flax`).
 import importlib.metadata
 import json
 import logging
-import os
 import pathlib
-import shutil
 import tempfile
 from typing import Any
 
 import numpy as np
+from etils import epath
 
+from fmt import safetensors_io
 from fmt.errors import UserError
+from fmt.files import as_path, is_local
+from fmt.folders import staged_folder
+from fmt.safetensors_io import PendingTensor
 
 log = logging.getLogger("fmt")
 
@@ -32,11 +35,22 @@ _HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "t
 # Buffers that torch checkpoints carry but that are not weights: BERT's position
 # ids, the causal-mask buffers of older GPT-2 checkpoints, RoPE tables of older
 # Llama ones.
+# The files a tokenizer may be made of (by name prefix), besides the weights.
+_TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens",
+                    "spiece", "sentencepiece", "config.json")
 _IGNORED_WEIGHTS = ("position_ids", ".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
 
 def resolve_folder(name_or_folder: str) -> pathlib.Path:
-    """A local folder, a checkpoint shipped by an installed package, or a hub download."""
+    """A local folder, a folder on a file system of fmt.files (gs://: its weights
+    are read in place, slice by slice), a checkpoint shipped by an installed
+    package, or a hub download."""
+    if not is_local(name_or_folder):
+        remote = as_path(name_or_folder)
+        if not (remote / "config.json").exists():
+            raise UserError(f"model {name_or_folder!r}: no config.json there; pass the "
+                            "checkpoint folder that holds config.json and model.safetensors")
+        return remote
     path = pathlib.Path(name_or_folder).expanduser()
     if path.is_dir():
         return path
@@ -73,17 +87,12 @@ def read_config(folder: pathlib.Path) -> dict:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
-def read_weights(folder: pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of a folder: safetensors first, a torch .bin only through torch."""
-    from safetensors.numpy import load_file
-    index = folder / "model.safetensors.index.json"
-    if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        tensors = {}
-        for shard in shards:
-            tensors.update(load_file(folder / shard))
+def read_weights(folder) -> dict:
+    """Every tensor of a folder by name: safetensors first, as tensors read only
+    when and where asked (`safetensors_io.StoredTensor`); a torch .bin, whole,
+    only through torch."""
+    tensors = safetensors_io.open_folder(folder)
+    if tensors is not None:
         return tensors
     if (folder / "pytorch_model.bin").is_file():
         try:
@@ -118,9 +127,10 @@ def set_path(tree: dict, path: tuple[str, ...], value) -> None:
     tree[path[-1]] = value
 
 
-def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, base_prefix: str,
+def load_params(tensors: dict, name_map, init_params: dict, base_prefix: str,
                 source: str, ignored: tuple[str, ...] = ()) -> tuple[dict, dict[str, list[str]]]:
-    """Fill `init_params` (arrays, or shapes) with checkpoint tensors by the name map.
+    """Fill `init_params` (arrays, or shapes) with checkpoint tensors by the name map,
+    each as a `LazyParam`: read when asked, whole or by the slice.
 
     Weights the checkpoint lacks keep what `init_params` holds for them (a fresh
     initialisation of a new head, or its shape for the caller to initialise);
@@ -149,7 +159,7 @@ def load_params(tensors: dict[str, np.ndarray], name_map, init_params: dict, bas
                             f"checkpoint but the model needs {want}; pass num_labels or "
                             "label_names that match the checkpoint's head, or a checkpoint of "
                             "this architecture (--config.model)")
-        set_path(params, path, np.asarray(to_flax(tensors[key], transform), dtype=expected.dtype))
+        set_path(params, path, LazyParam(tensors[key], transform, expected.dtype))
         used.add(key)
     unexpected = sorted(k for k in tensors if k not in used and k not in ignored
                         and not k.endswith(_IGNORED_WEIGHTS))
@@ -184,6 +194,45 @@ def to_flax(tensor: np.ndarray, transform: str) -> np.ndarray:
         return value
     size = value.shape[-1] // parts  # slicing, not np.split: jax arrays go through too (LoRA)
     return value[..., part * size:(part + 1) * size]
+
+
+class LazyParam:
+    """A param in fmt's layout whose values stay in the checkpoint until asked for.
+
+    `param[index]` reads only that box of the checkpoint tensor, under the name
+    map's transform (axes reversed for "linear", shifted along the last axis for
+    part i of n): what `sharding.place` asks for each device, so a process reads
+    the slices its devices hold and no more. `np.asarray(param)` reads it whole.
+    """
+
+    def __init__(self, tensor, transform: str, dtype):
+        self.tensor, self.transform, self.dtype = tensor, transform, np.dtype(dtype)
+        base, self.part, parts = parse_transform(transform)
+        self.transposed = base == "linear"
+        whole = tuple(tensor.shape)[::-1] if self.transposed else tuple(tensor.shape)
+        self.shape = whole[:-1] + (whole[-1] // parts,) if whole else whole
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        if len(index) > len(self.shape) or not all(
+                isinstance(s, slice) and s.step in (None, 1) for s in index):
+            return np.asarray(self)[index]
+        bounds = []
+        for piece, dim in zip(index + (slice(None),) * (len(self.shape) - len(index)), self.shape):
+            start, stop, _ = piece.indices(dim)
+            bounds.append([start, max(start, stop)])
+        if bounds:  # part i of n: the columns after the i parts before it
+            bounds[-1] = [b + self.part * self.shape[-1] for b in bounds[-1]]
+        hf_index = tuple(slice(start, stop) for start, stop in bounds)
+        value = self.tensor[hf_index[::-1] if self.transposed else hf_index]
+        return np.asarray(value.T if self.transposed else value, self.dtype)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        value = self[(slice(None),) * len(self.shape)]
+        return value if dtype is None else value.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"LazyParam({self.dtype}{list(self.shape)}, {self.transform})"
 
 
 def _to_hf(value: np.ndarray, transform: str) -> np.ndarray:
@@ -223,82 +272,72 @@ def report_loading(info: dict[str, list[str]], architecture: str, source: str,
                     architecture, source, info["missing_keys"])
 
 
-def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
-    """Params as torch-layout tensors under their Hugging Face names."""
-    tensors, pieces = {}, {}
+def export_stream(params: dict, name_map, host_array=np.asarray) -> list[PendingTensor]:
+    """Params as torch-layout tensors under their Hugging Face names, in the name
+    map's order, each read only when the writer comes to it: `host_array` makes
+    one param a whole host array (`sharding.host_array` gathers one spread over
+    processes), the parts of a fused weight are joined, and the dtype is the
+    params' own (bf16 stays bf16)."""
+    parts: dict[str, list] = {}
     for hf_name, path, transform in name_map:
-        value = np.asarray(get_path(params, path), dtype=np.float32)
-        _, part, parts = parse_transform(transform)
-        if parts == 1:
-            tensors[hf_name] = np.ascontiguousarray(_to_hf(value, transform))
-        else:  # one part of a fused weight, joined once all parts are in
-            pieces.setdefault(hf_name, [None] * parts)[part] = value
-            if all(p is not None for p in pieces[hf_name]):
-                joined = np.concatenate(pieces.pop(hf_name), axis=-1)
-                tensors[hf_name] = np.ascontiguousarray(_to_hf(joined, transform))
-    if pieces:
-        raise ValueError(f"name map lacks parts of fused weights {sorted(pieces)}")
+        parts.setdefault(hf_name, []).append((parse_transform(transform)[1], path, transform))
+    tensors = []
+    for hf_name, pieces in parts.items():
+        pieces.sort(key=lambda piece: piece[0])
+        if [piece[0] for piece in pieces] != list(range(parse_transform(pieces[0][2])[2])):
+            raise ValueError(f"name map lacks parts of the fused weight {hf_name}")
+        leaves = [get_path(params, path) for _, path, _ in pieces]
+        tensors.append(_pending(hf_name, leaves, pieces[0][2], host_array))
     return tensors
 
 
-def write_folder(folder: str | os.PathLike, tensors: dict[str, np.ndarray], config: dict,
-                 tokenizer: Any = None) -> pathlib.Path:
+def _pending(hf_name: str, leaves: list, transform: str, host_array) -> PendingTensor:
+    """One HF tensor from the params that hold its parts (one, unless fused)."""
+    shape = tuple(leaves[0].shape)
+    if shape:
+        shape = shape[:-1] + (sum(int(leaf.shape[-1]) for leaf in leaves),)
+    dtype = np.dtype(np.result_type(*[leaf.dtype for leaf in leaves]))
+
+    def read() -> np.ndarray:
+        values = [host_array(leaf) for leaf in leaves]
+        value = values[0] if len(values) == 1 else np.concatenate(values, axis=-1)
+        return np.ascontiguousarray(_to_hf(value, transform), dtype=dtype)
+
+    return PendingTensor(hf_name, shape[::-1] if parse_transform(transform)[0] == "linear"
+                         else shape, dtype, read)
+
+
+def export_tensors(params: dict, name_map) -> dict[str, np.ndarray]:
+    """Params (host arrays) as torch-layout tensors under their Hugging Face names."""
+    return {tensor.name: tensor.read() for tensor in export_stream(params, name_map)}
+
+
+def write_folder(folder, tensors, config: dict, tokenizer: Any = None,
+                 max_shard_size: int | str = "5GB") -> epath.Path:
     """Write a checkpoint folder atomically: into a temporary sibling, then renamed.
 
-    `config`'s `transformers_version` (copied from the source checkpoint) is
-    replaced by the installed transformers' version, the one that the export
-    is checked against, or dropped without transformers.
+    `tensors`, a dict of arrays or `PendingTensor`s read one at a time, go into
+    `model.safetensors`, or past `max_shard_size` bytes into shards with their
+    index (`safetensors_io.write_shards`). `config`'s `transformers_version`
+    (copied from the source checkpoint) is replaced by the installed
+    transformers' version, the one that the export is checked against, or
+    dropped without transformers. Files go through `etils.epath`, so `folder`
+    may be a `gs://` path.
     """
-    from safetensors.numpy import save_file
-    folder = pathlib.Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder = epath.Path(folder)
+    if isinstance(tensors, dict):
+        tensors = [PendingTensor.of(name, value) for name, value in tensors.items()]
     config = {k: v for k, v in config.items() if k != "transformers_version"}
     try:
         config["transformers_version"] = importlib.metadata.version("transformers")
     except importlib.metadata.PackageNotFoundError:
         pass
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
+    with staged_folder(folder) as staging:
+        safetensors_io.write_shards(staging, tensors, max_shard_size)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             save_tokenizer(tokenizer, staging)
-        _plain_modes(staging)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            staging.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _plain_modes(folder: pathlib.Path) -> None:
-    """Give `folder` and all in it the modes that a plain mkdir or open would:
-    mkdtemp makes the folder 700 and safetensors its file 600, modes that the
-    rename would carry into a workdir that others share."""
-    mask = _umask()
-    folder.chmod(0o777 & ~mask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # elsewhere: the only portable read is a set and restore
-    os.umask(mask)
-    return mask
 
 
 def load_tokenizer(folder: pathlib.Path):
@@ -306,8 +345,15 @@ def load_tokenizer(folder: pathlib.Path):
 
     With a `tokenizer.json` it is loaded as is (`PreTrainedTokenizerFast`), which
     keeps PyTorch out of the process (`AutoTokenizer` imports it: ~300 MB);
-    otherwise `AutoTokenizer` converts the slow tokenizer's files.
+    otherwise `AutoTokenizer` converts the slow tokenizer's files. A folder on
+    gs:// lends its small tokenizer files to a local copy, which transformers reads.
     """
+    if not is_local(folder):
+        with tempfile.TemporaryDirectory() as local:
+            for path in as_path(folder).iterdir():
+                if path.name.startswith(_TOKENIZER_FILES):
+                    (pathlib.Path(local) / path.name).write_bytes(path.read_bytes())
+            return load_tokenizer(pathlib.Path(local))
     try:
         if (folder / "tokenizer.json").is_file():
             from transformers import PreTrainedTokenizerFast
@@ -324,8 +370,16 @@ def load_tokenizer(folder: pathlib.Path):
                         "vocab.txt from the original checkpoint") from None
 
 
-def save_tokenizer(tokenizer, folder: pathlib.Path) -> None:
-    """`save_pretrained`, keeping the checkpoint's own tokenizer class name."""
+def save_tokenizer(tokenizer, folder) -> None:
+    """`save_pretrained`, keeping the checkpoint's own tokenizer class name; a
+    folder that is not local gets the files written to a local one first."""
+    if not is_local(folder):
+        with tempfile.TemporaryDirectory() as local:
+            save_tokenizer(tokenizer, pathlib.Path(local))
+            for path in pathlib.Path(local).iterdir():
+                (epath.Path(folder) / path.name).write_bytes(path.read_bytes())
+        return
+    folder = pathlib.Path(folder)
     tokenizer.save_pretrained(str(folder))
     name = getattr(tokenizer, "hf_tokenizer_class", None)
     config = folder / "tokenizer_config.json"

@@ -79,7 +79,7 @@ class Model:
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         optional = [None if x is None else jnp.asarray(x) for x in (positions, segment_ids)]
-        return self._apply(self.params, input_ids, jnp.asarray(attention_mask),
+        return self._apply(self.host_params(), input_ids, jnp.asarray(attention_mask),
                            jnp.asarray(token_type_ids), *optional)
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20,
@@ -93,6 +93,7 @@ class Model:
         (temperature, top_k, top_p, as `transformers` applies them, keyed by
         `seed`). With a KV cache, one compilation per batch size and prompt
         bucket; see fmt/generate.py."""
+        self.host_params()
         return generation.generate(
             self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -118,11 +119,36 @@ class Model:
             config["pad_token_id"] = pad if pad is not None else eos
         return config
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write config.json, model.safetensors and the tokenizer, atomically."""
-        params = jax.device_get(self.params)
-        tensors = hf.export_tensors(params, self.name_map())
-        hf.write_folder(folder, tensors, self.export_config(), self.tokenizer)
+    def host_params(self) -> dict:
+        """The params, with lazy ones (`from_pretrained(lazy=True)`) read whole, once."""
+        if any(isinstance(x, hf.LazyParam) for x in jax.tree.leaves(self.params)):
+            self.params = jax.tree.map(
+                lambda x: np.asarray(x) if isinstance(x, hf.LazyParam) else x, self.params)
+        return self.params
+
+    def save_pretrained(self, folder: str | os.PathLike,
+                        max_shard_size: int | str = "5GB") -> None:
+        """Write config.json, the weights and the tokenizer, atomically.
+
+        The weights keep their dtype (bf16 stays bf16) and stream one tensor at a
+        time into `model.safetensors`, or past `max_shard_size` bytes into shard
+        files with `transformers`' index, so the host holds one tensor, not the
+        model. Params spread over processes are gathered one at a time: every
+        process must call this (a collective), and process 0 writes.
+        """
+        from fmt.train.sharding import host_array
+        tensors = hf.export_stream(self.params, self.name_map(), host_array)
+        if jax.process_index() != 0:
+            for tensor in tensors:  # join the gathers that process 0's writing makes
+                tensor.read()
+            return
+        config = self.export_config()
+        floats = {t.dtype.name for t in tensors} & {"float16", "bfloat16", "float32", "float64"}
+        if len(floats) == 1:  # the dtype transformers then loads the weights in
+            config["dtype"] = floats.pop()
+            if "torch_dtype" in config:
+                config["torch_dtype"] = config["dtype"]
+        hf.write_folder(folder, tensors, config, self.tokenizer, max_shard_size)
 
 
 def build(config, task: str = "classification", num_outputs: int = 2, dtype=jnp.float32,
@@ -216,7 +242,8 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
                     num_labels: int | None = None, label_names=None, *, dtype=jnp.float32,
                     param_dtype=jnp.float32, seed: int = 0, dropout: float | None = None,
                     remat: bool = False, new_head_note: str | None = None,
-                    scratch: dict | None = None, adapter: str | None = None) -> Model:
+                    scratch: dict | None = None, adapter: str | None = None,
+                    lazy: bool = False) -> Model:
     """Load a Hugging Face checkpoint (folder, hub id or packaged model) for `task`,
     a task kind: "classification", "token_classification" or "masked_lm".
 
@@ -229,6 +256,10 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
     `scratch` (layer count and sizes, see `scratch_config`) builds a new model
     around the folder's tokenizer instead of loading weights: pretraining from
     scratch. `adapter`, a PEFT LoRA adapter folder, is merged into the weights.
+    `lazy` leaves the loaded params in the checkpoint (`hf.LazyParam`) until
+    asked for: `sharding.place` then reads only the slices that this process's
+    devices hold, so no host holds the whole model; `host_params()` (and calling
+    the model) reads them whole.
     """
     kinds = _kinds()
     if task not in kinds:
@@ -270,7 +301,9 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         params, info = hf.load_params(tensors, names_to_load, param_shapes(module),
                                       family.weight_prefix(config), str(folder), ignored)
         hf.report_loading(info, head.architecture, str(folder), new_head_note)
-        params = jax.tree.map(np.asarray, fill_missing(params, module, seed))
+        params = fill_missing(params, module, seed)
+        if not lazy:
+            params = jax.tree.map(np.asarray, params)
         tokenizer = with_pad_token(hf.load_tokenizer(folder))
     if adapter is not None:
         from fmt.models import lora
@@ -279,7 +312,10 @@ def from_pretrained(name_or_folder: str, task: str = "classification",
         for hf_name, path, transform in names:  # modules_to_save: a trained head
             if hf_name in trained:
                 hf.set_path(params, path, hf.to_flax(trained[hf_name], transform))
-        params = jax.tree.map(np.asarray, lora.merge(params, adapters, spec))
+        for target in spec.targets:  # the merge adds to these: they are read whole
+            for path, _ in target.params:
+                hf.set_path(params, path, np.asarray(hf.get_path(params, path)))
+        params = lora.merge(params, adapters, spec)
         log.info("%s: LoRA adapter of rank %d on %d modules merged", adapter, spec.rank,
                  len(spec.targets))
     return Model(module, params, config, hf_config, tokenizer, names, info, task, head)

@@ -16,7 +16,6 @@ this formulation trains without it.
 
 import dataclasses
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import numpy as np
 
 from fmt import hf
 from fmt.errors import UserError
-from fmt.files import write_text_atomic
+from fmt.files import as_path, write_bytes_atomic, write_text_atomic
 
 # PEFT's default target modules per model type.
 DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"),
@@ -136,8 +135,8 @@ def save_peft(folder, adapters: dict, spec: LoraSpec, base_model: str, task: str
     """`adapter_config.json` and `adapter_model.safetensors` as PEFT writes them;
     `trained` (HF name -> tensor) are fully trained weights, such as a new
     classification head, saved as PEFT saves its modules_to_save."""
-    from safetensors.numpy import save_file
-    folder = pathlib.Path(folder)
+    from safetensors.numpy import save
+    folder = as_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for i, t in enumerate(spec.targets):
@@ -154,9 +153,7 @@ def save_peft(folder, adapters: dict, spec: LoraSpec, base_model: str, task: str
               "fan_in_fan_out": any(t.conv1d for t in spec.targets),
               "inference_mode": True, "init_lora_weights": True, "use_rslora": False,
               "use_dora": False, "modules_to_save": modules_to_save}
-    tmp = folder / ".adapter_model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / "adapter_model.safetensors")
+    write_bytes_atomic(folder / "adapter_model.safetensors", save(tensors))
     write_text_atomic(folder / "adapter_config.json", json.dumps(config, indent=2) + "\n")
 
 
@@ -164,8 +161,8 @@ def load_peft(folder, name_map, params: dict, model_type: str
               ) -> tuple[dict, LoraSpec, dict[str, np.ndarray]]:
     """A PEFT LoRA adapter folder as (adapters, spec, fully trained weights by HF
     name: its modules_to_save) for a model of this name map."""
-    from safetensors.numpy import load_file
-    folder = pathlib.Path(folder)
+    from safetensors.numpy import load
+    folder = as_path(folder)
     config_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
     if not config_path.is_file() or not weights.is_file():
         raise UserError(f"{folder}: not a PEFT adapter folder (needs adapter_config.json and "
@@ -174,7 +171,7 @@ def load_peft(folder, name_map, params: dict, model_type: str
     if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("use_rslora"):
         raise UserError(f"{config_path}: only plain LoRA adapters load (peft_type LORA, no "
                         f"DoRA or rsLoRA)")
-    tensors = load_file(str(weights))
+    tensors = load(weights.read_bytes())  # an adapter is small; any file system
     modules = sorted({k[len(PREFIX):].rsplit(".lora_", 1)[0] for k in tensors if ".lora_" in k})
     targets = config.get("target_modules") or []
     patterns = tuple([targets] if isinstance(targets, str) else targets)

@@ -67,6 +67,9 @@ def quiet_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("absl", "jax", "orbax", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # gcsfs warns at every file system it opens that it cannot tell the bucket's
+    # type without Google's credential library, then goes on as it should.
+    logging.getLogger("gcsfs").setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

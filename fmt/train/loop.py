@@ -72,7 +72,7 @@ def load_model(config, task, splits):
     return model_lib.from_pretrained(
         config.model, task=task.name, seed=config.seed, dtype=DTYPES[config.dtype],
         dropout=config.dropout if config.dropout >= 0 else None, remat=config.remat,
-        new_head_note="this run trains them", scratch=scratch, **labels)
+        new_head_note="this run trains them", scratch=scratch, lazy=True, **labels)
 
 
 def featurize(task, model, splits) -> tuple[Features, dict[str, Features]]:
@@ -353,18 +353,17 @@ def _finish(config, workdir, primary, model, state, best, last_eval, run_eval, s
     final = {"step": result_step, "main_metric": task.main_metric, **_flatten(results)}
     if result_step != step:
         final["last_step"] = step
-    trained = params
-    params = sharding.gather_to_host(steps.whole(params, state))  # every process joins
+    adapters = None
+    if config.export_model:  # every process joins the gathers, param by param; process 0 writes
+        model.params = steps.whole(params, state)
+        model.save_pretrained(workdir / "model")
+        if steps.trainable.lora:
+            adapters = sharding.gather_to_host(params)
     if primary:
         for split, features in eval_data.items():
             task.write_predictions(workdir, split, features, predictions[split])
-        if config.export_model:
-            model.params = params
-            model.save_pretrained(workdir / "model")
-            if steps.trainable.lora:
-                steps.trainable.export_adapter(workdir / "adapter",
-                                               sharding.gather_to_host(trained), model,
-                                               task.name)
+        if adapters is not None:
+            steps.trainable.export_adapter(workdir / "adapter", adapters, model, task.name)
         write_json_atomic(workdir / "results.json", final)
     return final
 

@@ -123,11 +123,23 @@ def create_state(shardings: dict, params: dict, optimizer, seed: int,
 
 
 def place(params: dict, shardings) -> dict:
-    """Host params onto the mesh: every process holds them whole on the host and
-    each device takes its slice."""
-    return jax.tree.map(
-        lambda x, sharding: jax.make_array_from_callback(x.shape, sharding, lambda i: x[i]),
-        params, shardings)
+    """Params onto the mesh, each device given its slice of each leaf. A leaf is
+    a host array or a lazy param (`hf.LazyParam`), which reads from the
+    checkpoint only the slices asked of it: those that this process's devices
+    hold, each once however many of them share it."""
+    return jax.tree.map(_place, params, shardings)
+
+
+def _place(value, sharding):
+    slices = {}
+
+    def read(index):
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if key not in slices:
+            slices[key] = value[index]
+        return slices[key]
+
+    return jax.make_array_from_callback(tuple(value.shape), sharding, read)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -163,8 +175,18 @@ def to_host(tree):
 
 
 def gather_to_host(tree):
-    """Whole numpy arrays on every process, however they are sharded."""
-    from jax.experimental import multihost_utils
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
+    """Whole numpy arrays on every process, however they are sharded; gathered a
+    leaf at a time (see `host_array`), so every process must call it."""
+    return jax.tree.map(host_array, tree)
+
+
+def host_array(x) -> np.ndarray:
+    """One array whole on this host. When its pieces sit on other processes this
+    is a collective: every process asks for the same arrays in the same order,
+    and the devices hold one extra whole array at a time."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)

@@ -7,11 +7,12 @@ command takes as new.
 """
 
 import json
-import pathlib
 
 import jax
+from etils import epath
 
 from fmt.errors import UserError
+from fmt.files import as_path
 from fmt.train.writers import write_json_atomic
 
 # Fields that only change how a run is recorded or watched, or how much memory
@@ -23,16 +24,17 @@ RECORDING_FIELDS = frozenset({
 SHOWN_DIFFERENCES = 3  # differing fields named in a refusal
 
 
-def holds_a_run(path: pathlib.Path) -> bool:
+def holds_a_run(path: epath.Path) -> bool:
     """Whether the workdir has anything to resume or report: checkpoints or results."""
     checkpoints = path / "checkpoints"
     return (path / "results.json").is_file() or (
         checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()))
 
 
-def check_workdir(workdir: str, config) -> pathlib.Path:
-    """Refuse a workdir that holds a different run (naming the differences)."""
-    path = pathlib.Path(workdir)
+def check_workdir(workdir: str, config) -> epath.Path:
+    """The workdir as a path of any file system (local, gs://, ...); refuse one
+    that holds a different run (naming the differences)."""
+    path = as_path(workdir)
     saved = path / "config.json"
     if saved.is_file() and holds_a_run(path):
         old = json.loads(saved.read_text(encoding="utf-8"))
@@ -52,17 +54,17 @@ def check_workdir(workdir: str, config) -> pathlib.Path:
     return path
 
 
-def save_config(path: pathlib.Path, config) -> None:
+def save_config(path: epath.Path, config) -> None:
     """Create the workdir and record the config: once the run has really started."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
             write_json_atomic(path / "config.json", json.loads(config.to_json()))
     except OSError as e:
-        raise UserError(f"--workdir={path}: cannot write there ({e.strerror})") from None
+        raise UserError(f"--workdir={path}: cannot write there ({e.strerror or e})") from None
 
 
-def read_results(workdir: pathlib.Path) -> dict | None:
+def read_results(workdir: epath.Path) -> dict | None:
     """The results of a finished run in this workdir, or None."""
     path = workdir / "results.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
