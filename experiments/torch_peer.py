@@ -68,9 +68,11 @@ def make_optimizer(model, config) -> torch.optim.Optimizer:
 
 def train_step(model, optimizer, scheduler, batch: dict, labels, max_grad_norm: float,
                autocast=contextlib.nullcontext()) -> torch.Tensor:
-    """One update as a `transformers` fine-tuning script does it; returns the loss."""
+    """One update as a `transformers` fine-tuning script does it; returns the loss.
+    `labels` is a tensor, or a dict of targets by keyword (QA's start/end positions)."""
+    targets = labels if isinstance(labels, dict) else {"labels": labels}
     with autocast:
-        loss = model(**batch, labels=labels).loss
+        loss = model(**batch, **targets).loss
     loss.backward()
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -91,7 +93,10 @@ def evaluate(model, task, features: Features, batch_size: int, outputs_of) -> di
             indices = order[start:start + batch_size]
             batch = padded(features, indices)
             batch.pop("labels", None)
-            logits = model(**batch).logits.float().numpy()
+            out = model(**batch)
+            # QA models answer start and end logits: stacked on a last axis of 2.
+            logits = (out.logits if "logits" in out else
+                      torch.stack([out.start_logits, out.end_logits], -1)).float().numpy()
             for name, values in outputs_of(logits).items():
                 column = outputs.setdefault(name, [None] * len(features))
                 for row, i in enumerate(indices):

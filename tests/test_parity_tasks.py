@@ -1,4 +1,4 @@
-"""Masked-LM and token-classification heads against PyTorch `transformers`:
+"""Masked-LM, token-classification and question-answering heads against PyTorch `transformers`:
 random checkpoints of both families, round trips through `save_pretrained`,
 and the exported folders in `transformers` pipelines."""
 
@@ -19,13 +19,18 @@ CLASSES = {
     ("roberta", "masked_lm"): "RobertaForMaskedLM",
     ("bert", "token_classification"): "BertForTokenClassification",
     ("roberta", "token_classification"): "RobertaForTokenClassification",
+    ("bert", "question_answering"): "BertForQuestionAnswering",
+    ("roberta", "question_answering"): "RobertaForQuestionAnswering",
 }
+AUTO = {"masked_lm": "AutoModelForMaskedLM", "token_classification":
+        "AutoModelForTokenClassification", "question_answering": "AutoModelForQuestionAnswering"}
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+# The outputs' last dimension: the tiny vocabulary, the tags, or start and end.
+WIDTH = {"masked_lm": 100, "token_classification": len(TAGS), "question_answering": 2}
 
 
 def hf_load(folder, task):
-    auto = (transformers.AutoModelForMaskedLM if task == "masked_lm"
-            else transformers.AutoModelForTokenClassification)
+    auto = getattr(transformers, AUTO[task])
     model, info = auto.from_pretrained(str(folder), output_loading_info=True)
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         assert not info.get(kind), (kind, info[kind])
@@ -37,7 +42,17 @@ def outputs(model, ids, mask, types):
         kwargs = dict(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask))
         if types is not None:
             kwargs["token_type_ids"] = torch.as_tensor(types)
-        return model(**kwargs).logits.numpy()
+        out = model(**kwargs)
+    if hasattr(out, "start_logits"):  # question answering: [batch, seq, (start, end)]
+        return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], axis=-1)
+    return out.logits.numpy()
+
+
+def fmt_outputs(model, ids, mask, types):
+    """fmt's outputs as `outputs` gives transformers': QA's (start, end) stacked last."""
+    got = model(ids, mask, types)
+    return np.stack([np.asarray(x) for x in got], axis=-1) if isinstance(got, tuple) \
+        else np.asarray(got)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +63,7 @@ def tiny(tmp_path_factory):
     def get(family, task):
         if (family, task) not in cache:
             torch.manual_seed(0)
-            config = tiny_config(family, len(TAGS))
+            config = tiny_config(family, 2 if task == "question_answering" else len(TAGS))
             if task == "token_classification":
                 config.id2label = dict(enumerate(TAGS))
                 config.label2id = {t: i for i, t in enumerate(TAGS)}
@@ -65,16 +80,15 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
-@pytest.mark.parametrize("task", ["masked_lm", "token_classification"])
+@pytest.mark.parametrize("task", ["masked_lm", "token_classification", "question_answering"])
 def test_random_checkpoint_outputs_match(tiny, family, task):
     _, torch_model, model = tiny(family, task)
     assert model.loading_info == {"missing_keys": [], "unexpected_keys": []}
     ids, mask, types = tiny_batch(family)
     types = types if family == "bert" else None
     want = outputs(torch_model, ids, mask, types)
-    got = np.asarray(model(ids, mask, types))
-    width = 100 if task == "masked_lm" else len(TAGS)  # the tiny vocabulary, or the tags
-    assert got.shape == (3, ids.shape[1], width) and got.dtype == np.float32
+    got = fmt_outputs(model, ids, mask, types)
+    assert got.shape == (3, ids.shape[1], WIDTH[task]) and got.dtype == np.float32
     real = mask.astype(bool)  # padded positions' outputs are meaningless on both sides
     assert np.abs(want[real]).max() > 0.1
     assert max_diff(got[real], want[real]) < ATOL, max_diff(got[real], want[real])
@@ -83,7 +97,7 @@ def test_random_checkpoint_outputs_match(tiny, family, task):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
-@pytest.mark.parametrize("task", ["masked_lm", "token_classification"])
+@pytest.mark.parametrize("task", ["masked_lm", "token_classification", "question_answering"])
 def test_round_trip(tiny, family, task, tmp_path):
     _, torch_model, model = tiny(family, task)
     folder = tmp_path / "exported"
@@ -98,7 +112,7 @@ def test_round_trip(tiny, family, task, tmp_path):
     assert max_diff(outputs(exported, ids, mask, types)[real], want[real]) < ATOL
     reloaded = fmt.from_pretrained(str(folder), task=task)
     assert reloaded.loading_info == {"missing_keys": [], "unexpected_keys": []}
-    assert max_diff(np.asarray(reloaded(ids, mask, types))[real], want[real]) < ATOL
+    assert max_diff(fmt_outputs(reloaded, ids, mask, types)[real], want[real]) < ATOL
     if task == "token_classification":
         assert exported.config.id2label == dict(enumerate(TAGS))
         assert reloaded.label_names == TAGS
@@ -138,3 +152,29 @@ def test_token_classification_export_in_the_pipeline(tmp_path):
     tagged = tagger("John lives in Berlin")
     assert tagged and {t["entity"] for t in tagged} <= set(TAGS[1:])
     assert tagger.model.config.id2label == dict(enumerate(TAGS))
+
+
+def test_question_answering_export_opens_in_transformers(tmp_path):
+    """transformers 5 removed its question-answering pipeline: the export opens in
+    AutoModelForQuestionAnswering with its AutoTokenizer, whose start and end logits
+    are fmt's, so the same span wins."""
+    from fmt.tasks import spans
+    model = fmt.from_pretrained(MINILM_HUB_ID, task="question_answering")
+    assert sorted(model.loading_info["missing_keys"]) == ["qa_outputs.bias", "qa_outputs.weight"]
+    folder = tmp_path / "qa"
+    model.save_pretrained(folder)
+    exported = hf_load(folder, "question_answering")
+    assert type(exported).__name__ == "BertForQuestionAnswering"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    question, context = "Where does John live?", "John lives in Berlin, a city in Germany."
+    encoded = tokenizer([question], [context], return_tensors="np")
+    ids, mask, types = encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]
+    want = outputs(exported, ids, mask, types)
+    got = fmt_outputs(model, ids, mask, types)
+    assert max_diff(got, want) < ATOL
+    record = {"id": "q", "question": question, "context": context, "answers": []}
+    windows = spans.cut_windows(model.tokenizer, [record], 64, 16, "test")
+    assert (windows.input_ids[0] == ids[0]).all()
+    answer = lambda logits: spans.best_answers([record], windows, [logits[0, :, 0]],
+                                               [logits[0, :, 1]], 20, 30, False, 0.0)[0]["q"]
+    assert answer(got) == answer(want) != ""

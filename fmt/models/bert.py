@@ -160,6 +160,9 @@ def head(kind: str, config: BertConfig, num_outputs: int, dtype: Dtype = jnp.flo
         return heads.HeadSpec(heads.LinearHead(num_outputs, config.head_dropout, per_token=True, **kw),
                               _linear("classifier", ("head", "classifier")),
                               f"{arch}ForTokenClassification")
+    if kind == "question_answering":
+        return heads.HeadSpec(heads.SpanHead(**kw), _linear("qa_outputs", ("head", "qa_outputs")),
+                              f"{arch}ForQuestionAnswering")
     if kind == "masked_lm":
         # RoBERTa's LM head applies GELU whatever the config's activation says.
         module = heads.MaskedLMHead("gelu" if roberta else config.hidden_act,
@@ -178,7 +181,8 @@ def head(kind: str, config: BertConfig, num_outputs: int, dtype: Dtype = jnp.flo
                     f"{config.model_type} supports {', '.join(HEAD_KINDS)}")
 
 
-HEAD_KINDS = ("sequence_classification", "token_classification", "masked_lm")
+HEAD_KINDS = ("sequence_classification", "token_classification", "question_answering",
+              "masked_lm")
 
 
 # --- Hugging Face name map -------------------------------------------------

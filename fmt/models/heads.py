@@ -85,6 +85,21 @@ class LinearHead(nn.Module):
                             use_bias=self.use_bias, name="classifier")(x)
 
 
+class SpanHead(nn.Module):
+    """Extractive QA: one dense layer `qa_outputs` of width 2 over every token,
+    split into `(start_logits, end_logits)`, each `[batch, seq]` (no dropout, as
+    `BertForQuestionAnswering`)."""
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, deterministic: bool):
+        logits = layers.dense(2, ("embed", None), init_std=self.init_std, dtype=self.dtype,
+                              param_dtype=self.param_dtype, name="qa_outputs")(out.hidden)
+        return logits[..., 0], logits[..., 1]
+
+
 class RobertaClassifierHead(nn.Module):
     """RoBERTa's head: dense-tanh-dense on the `<s>` token, dropout before each dense."""
     num_labels: int

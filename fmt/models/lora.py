@@ -31,7 +31,8 @@ DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"),
                    "mistral": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj")}
 # fmt task kinds -> PEFT task types, written into adapter_config.json.
 PEFT_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS",
-                   "token_classification": "TOKEN_CLS", "masked_lm": None}
+                   "token_classification": "TOKEN_CLS", "question_answering": "QUESTION_ANS",
+                   "masked_lm": None}
 SHOWN_MODULES = 12  # module names listed when targets match none
 
 

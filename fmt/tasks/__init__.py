@@ -4,9 +4,11 @@ take. Each is a `fmt.tasks.base.TaskKind`; a new kind is a new file and a line h
 from fmt.tasks.causal_lm import CausalLM
 from fmt.tasks.classification import Classification
 from fmt.tasks.masked_lm import MaskedLM
+from fmt.tasks.question_answering import QuestionAnswering
 from fmt.tasks.token_classification import TokenClassification
 
-KINDS = {kind.name: kind for kind in (Classification, TokenClassification, MaskedLM, CausalLM)}
+KINDS = {kind.name: kind for kind in (Classification, TokenClassification, QuestionAnswering,
+                                       MaskedLM, CausalLM)}
 
 
 def create(config):

@@ -36,6 +36,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.tokens_field = "tokens"      # jsonl: the list of words
     c.tags_field = "tags"          # jsonl: the list of tags, one per word
     c.label_all_tokens = False     # label every sub-token of a word, not only the first
+    # Extractive QA: SQuAD-format .json or .jsonl (question, context, answers), or TFDS squad.
+    c.doc_stride = 128             # tokens shared by neighbouring windows of a long context
+    c.max_answer_length = 30       # longest answer span predicted, in tokens
+    c.n_best_size = 20             # start and end candidates tried per window
+    c.version_2_with_negative = False  # SQuAD v2: questions may have no answer
+    c.null_score_diff_threshold = 0.0  # v2: predict no answer when its score beats the best
+                                       # span's by more than this
     # Masked-LM and causal-LM: .txt (a text per line) or .jsonl files, or a TFDS text dataset.
     c.text_field = "text"          # jsonl / TFDS: the field holding the text
     c.tfds_dataset = ""            # TFDS text dataset (e.g. tiny_shakespeare) instead of files
