@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/demo
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-slow install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q tests
+
+# The tests `make test` leaves out for time (marked slow): about 5 minutes more.
+test-slow: install-test
+	$(BIN)/python -m pytest -q -m slow tests
 
 clean:
 	rm -rf $(VENV) runs

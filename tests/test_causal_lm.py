@@ -162,6 +162,7 @@ def test_llama_pairs_packed_run(tiny_decoder, tmp_path):
     assert steps_per_epoch < 57 / 8
 
 
+@pytest.mark.slow
 def test_packed_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
     extra = ["--config.max_steps=30", "--config.checkpoint_every_steps=4", "--config.pack=true",
              "--config.text_mode=line", "--config.dropout=0.1", "--config.log_every_steps=1",

@@ -62,9 +62,18 @@ def gcs():
     for name, value in dict(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
                             GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator", EPATH_USE_TF="false").items():
         patch.setenv(name, value)
+    _forget_backend_choice()
     yield url
     patch.undo()
+    _forget_backend_choice()
     server.stop()
+
+
+def _forget_backend_choice():
+    """etils.epath decides once per process whether TensorFlow serves gs://; an
+    earlier test may have made that choice before EPATH_USE_TF was set."""
+    from etils.epath import gpath
+    getattr(gpath._is_tf_installed, "cache_clear", lambda: None)()
 
 
 def _last_checkpoint(workdir) -> int:

@@ -51,6 +51,7 @@ def test_masked_loss_is_normalised_over_the_global_batch(mesh, accum, devices, m
     assert max(abs(a - b) for a, b in zip(got, mlm_reference)) < 1e-5, (got, mlm_reference)
 
 
+@pytest.mark.slow
 def test_mlm_resume_after_sigkill_is_identical(tmp_path, tiny_model):
     """Masks are a pure function of (seed, epoch, example): a killed and resumed run
     (dropout on) ends with the same params, metrics and results."""

@@ -150,6 +150,7 @@ def test_lora_classifier_trains_its_head(tiny_model, tmp_path):
     assert config["modules_to_save"] == ["classifier"] and config["task_type"] == "SEQ_CLS"
 
 
+@pytest.mark.slow
 def test_lora_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
     from conftest import run_finetune
     from test_resume import record, start_and_wait

@@ -51,7 +51,7 @@ def start_and_wait(args, workdir, devices, until_step: int) -> subprocess.Popen:
     return process
 
 
-@pytest.mark.parametrize("devices", [1, 2])
+@pytest.mark.parametrize("devices", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_at_random_steps_then_resume_is_identical(devices, tmp_path, tiny_model):
     extra = ["--config.max_steps=36", "--config.checkpoint_every_steps=4",
              "--config.dropout=0.1"]

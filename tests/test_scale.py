@@ -110,6 +110,7 @@ def logged_losses(workdir: pathlib.Path) -> dict[int, float]:
             if "train_loss" in line}
 
 
+@pytest.mark.slow
 def test_two_processes_resume_after_sigkill(tmp_path, tiny_model):
     """An FSDP run over two processes, both killed with SIGKILL past a checkpoint,
     relaunched with the same command: it restores the sharded checkpoint and recomputes

@@ -161,6 +161,7 @@ def finetune_args(tiny_model, out):
             "--config.max_eval_examples=40", "--config.export_model=false"]
 
 
+@pytest.mark.slow
 def test_real_sweep_and_table(tmp_path, tiny_model):
     """finetune.py itself under the sweep: 2 settings x 2 seeds, then the table."""
     out = tmp_path / "sweep"
