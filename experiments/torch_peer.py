@@ -130,15 +130,24 @@ def fit(model, config, count: int, batch_of) -> tuple[int, float]:
     return step, time.perf_counter() - start
 
 
+def features(task, config):
+    """(splits, checkpoint folder, train features, eval features by split): the
+    records fmt's task kind reads, featurized by fmt with the checkpoint's own
+    tokenizer, so that both sides train and score on exactly the same features."""
+    data = datasets.limit(task.load(), config)
+    folder = hf.resolve_folder(config.model)
+    facts = types.SimpleNamespace(tokenizer=hf.load_tokenizer(folder),
+                                  label_names=data.label_names)
+    train = task.featurize(facts, data.train, "train", data.origins["train"])
+    evals = {k: task.featurize(facts, v, k, data.origins[k]) for k, v in data.evals.items()}
+    return data, folder, train, evals
+
+
 def run(config, workdir: pathlib.Path) -> dict:
     from transformers import AutoModelForSequenceClassification
     torch.manual_seed(config.seed)
     task = Classification(config)
-    data = datasets.limit(task.load(), config)
-    folder = hf.resolve_folder(config.model)
-    facts = types.SimpleNamespace(tokenizer=hf.load_tokenizer(folder))
-    train = task.featurize(facts, data.train, "train", data.origins["train"])
-    evals = {k: task.featurize(facts, v, k, data.origins[k]) for k, v in data.evals.items()}
+    data, folder, train, evals = features(task, config)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(folder), num_labels=task.num_outputs(data.label_names, None),
         problem_type="regression" if task.regression else "single_label_classification",

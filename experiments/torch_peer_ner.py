@@ -9,13 +9,10 @@ seqeval metrics.
 """
 
 import pathlib
-import types
 
 import torch
 from absl import app
 
-from fmt import hf
-from fmt.data import datasets
 from fmt.tasks.token_classification import TokenClassification
 
 import torch_peer
@@ -25,13 +22,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     from transformers import AutoModelForTokenClassification
     torch.manual_seed(config.seed)
     task = TokenClassification(config)
-    splits = datasets.limit(task.load(), config)
-    folder = hf.resolve_folder(config.model)
-    tokenizer = hf.load_tokenizer(folder)
-    model_facts = types.SimpleNamespace(tokenizer=tokenizer, label_names=splits.label_names)
-    train = task.featurize(model_facts, splits.train, "train", splits.origins["train"])
-    evals = {k: task.featurize(model_facts, v, k, splits.origins[k])
-             for k, v in splits.evals.items()}
+    splits, folder, train, evals = torch_peer.features(task, config)
     names = splits.label_names
     model = AutoModelForTokenClassification.from_pretrained(
         str(folder), num_labels=len(names), id2label=dict(enumerate(names)),

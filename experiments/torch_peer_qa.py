@@ -12,13 +12,10 @@ results.json adds `train_features_per_s`: windows trained on per second.
 
 import math
 import pathlib
-import types
 
 import torch
 from absl import app
 
-from fmt import hf
-from fmt.data import datasets
 from fmt.tasks.question_answering import QuestionAnswering
 
 import torch_peer
@@ -28,11 +25,7 @@ def run(config, workdir: pathlib.Path) -> dict:
     from transformers import AutoModelForQuestionAnswering
     torch.manual_seed(config.seed)
     task = QuestionAnswering(config)
-    splits = datasets.limit(task.load(), config)
-    folder = hf.resolve_folder(config.model)
-    facts = types.SimpleNamespace(tokenizer=hf.load_tokenizer(folder))
-    train = task.featurize(facts, splits.train, "train", splits.origins["train"])
-    evals = {k: task.featurize(facts, v, k, splits.origins[k]) for k, v in splits.evals.items()}
+    _, folder, train, evals = torch_peer.features(task, config)
     model = AutoModelForQuestionAnswering.from_pretrained(str(folder),
                                                           **torch_peer.dropout_kwargs(config))
 

@@ -49,16 +49,8 @@ def read_tfds_squad(name: str, split: str, data_dir: str | None = None) -> list[
     features id, title, context, question, answers {text, answer_start}, and for
     v2 is_impossible), strings decoded, in the order TFDS gives them."""
     from fmt.data import tfds_ready
-    _, tfds = tfds_ready.import_tfds(name, TFDS_FIX)
-    tfds_ready.check_available(tfds, name, data_dir, f"{TFDS_FIX} instead")
-    try:
-        dataset = tfds.load(name, split=split, data_dir=data_dir)
-    except Exception as error:  # TFDS raises many types for "not available"
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"TFDS {name} split {split!r} could not be loaded "
-                        f"({type(error).__name__}: {reason}); check the name and split (e.g. "
-                        f"squad/v1.1 or squad/v2.0, splits train and validation), or give a "
-                        f"data_dir that holds it prepared") from error
+    _, tfds, dataset = tfds_ready.load(name, split, data_dir, TFDS_FIX,
+                                    "e.g. squad/v1.1 or squad/v2.0, splits train and validation")
     spec = dataset.element_spec
     fields = ", ".join(spec) if isinstance(spec, dict) else "none"
     answer_spec = spec.get("answers") if isinstance(spec, dict) else None

@@ -90,18 +90,9 @@ def read_tfds_texts(name: str, split: str, text_field: str = "text",
     wikitext/wikitext-103-raw-v1, imdb_reviews), blank ones left out as blank
     lines of a .txt file are (wikitext's paragraph breaks)."""
     from fmt.data import tfds_ready
-    tf, tfds = tfds_ready.import_tfds(name, "pass --config.train_file=<.txt or .jsonl file>")
-    tfds_ready.check_available(tfds, name, data_dir,
-                               "pass --config.train_file=<.txt or .jsonl file> instead")
-    try:
-        dataset = tfds.load(name, split=split, data_dir=data_dir)
-    except Exception as error:  # TFDS raises many types for "not available"
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"TFDS {name} split {split!r} could not be loaded "
-                        f"({type(error).__name__}: {reason}); check the name and split (Hub "
-                        f"datasets are huggingface:NAME/CONFIG, e.g. "
-                        f"huggingface:wikitext/wikitext-103-raw-v1), or give a data_dir that "
-                        f"holds it prepared") from error
+    tf, tfds, dataset = tfds_ready.load(
+        name, split, data_dir, "pass --config.train_file=<.txt or .jsonl file>",
+        "Hub datasets are huggingface:NAME/CONFIG, e.g. huggingface:wikitext/wikitext-103-raw-v1")
     spec = dataset.element_spec
     if not isinstance(spec, dict) or text_field not in spec:
         fields = ", ".join(spec) if isinstance(spec, dict) else "none"

@@ -99,3 +99,19 @@ def check_available(tfds, name: str, data_dir: str | None, fix: str) -> None:
         raise UserError(f"TFDS {name} is not prepared (no {builder.data_dir}) and its download "
                         f"host {host} is not reachable ({reason}); {fix}, or prepare the "
                         "dataset once with network access")
+
+
+def load(name: str, split: str, data_dir: str | None, fix: str, examples: str):
+    """`(tensorflow, tensorflow_datasets, tfds.load(name, split))` for a reader: TFDS imported
+    and the dataset checked reachable (else a one-line error saying `fix`), and
+    a failing load one line too; `examples` names valid names and splits."""
+    from fmt.errors import UserError
+    tf, tfds = import_tfds(name, fix)
+    check_available(tfds, name, data_dir, f"{fix} instead")
+    try:
+        return tf, tfds, tfds.load(name, split=split, data_dir=data_dir)
+    except Exception as error:  # TFDS raises many types for "not available"
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"TFDS {name} split {split!r} could not be loaded "
+                        f"({type(error).__name__}: {reason}); check the name and split "
+                        f"({examples}), or give a data_dir that holds it prepared") from error
