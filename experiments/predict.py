@@ -1,10 +1,13 @@
-r"""Label texts with a fine-tuned classification model, or write a GLUE submission.
+r"""Label texts with a fine-tuned classification model, write a GLUE submission, or
+answer questions with an extractive-QA model.
 
   python experiments/predict.py --model=runs/mine/model --input=new.csv --output=labelled.csv
   python experiments/predict.py --model=runs/mrpc/model --input=pairs.jsonl \
       --text_fields=sentence1,sentence2 --output=labelled.jsonl
   python experiments/predict.py --model=runs/sst2/model --glue_task=sst2 \
       --data_dir=path/to/glue_data --output=submission/
+  python experiments/predict.py --model=runs/squad/model --input=questions.json \
+      --output=answers.json
 
 --model is the model/ folder that finetune.py wrote. With --input (.csv, .tsv or
 .jsonl) the output has the input's format, every column, and `label` (the
@@ -12,6 +15,8 @@ class name, or a regression model's score) and `score` (the probability of that
 class; classifiers only) added. With --glue_task the output is the GLUE
 leaderboard file of the task's test split(s) (`index\tprediction`); a folder
 gets the leaderboard's file names (SST-2.tsv, MNLI-m.tsv and MNLI-mm.tsv, ...).
+A question-answering model (a squad.py run's) reads --input as SQuAD .json or
+.jsonl (question, context; answers not needed) and writes id -> answer as JSON.
 Mistakes end with one line naming what to fix (--verbose shows the traceback).
 """
 
@@ -33,8 +38,13 @@ _GLUE_TASK = flags.DEFINE_string("glue_task", None, "A GLUE task (sst2, rte, ...
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "With --glue_task: the glue_data folder "
                                 "(holding e.g. SST-2/test.tsv) or the task's folder.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Texts per batch.")
-_MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", 128, "Longer inputs are truncated "
-                                       "(pairs longest-first), as in training.")
+_MAX_SEQ_LENGTH = flags.DEFINE_integer("max_seq_length", None, "Longer inputs are truncated "
+                                       "(pairs longest-first), as in training; QA contexts "
+                                       "are cut into windows (default 128; QA 384).")
+_DOC_STRIDE = flags.DEFINE_integer("doc_stride", 128, "QA: tokens shared by neighbouring windows.")
+_MAX_ANSWER_LENGTH = flags.DEFINE_integer("max_answer_length", 30, "QA: longest answer, tokens.")
+_NULL_THRESHOLD = flags.DEFINE_float("null_score_diff_threshold", None, "QA, SQuAD v2 models: "
+                                     "answer '' when no-answer beats the best span by more.")
 _PROGRESS_BAR = flags.DEFINE_bool("progress_bar", True, "tqdm progress bar on stderr.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in input.")
 flags.mark_flags_as_required(["model", "output"])
@@ -49,8 +59,20 @@ def main(argv):
     from fmt.errors import UserError
     try:
         check_flags(UserError)
+        if _is_question_answering(_MODEL.value):
+            if not _INPUT.value:
+                raise UserError("a question-answering model answers --input=FILE (SQuAD .json "
+                                "or .jsonl); --glue_task is for classifiers")
+            from fmt import predict_qa
+            predict_qa.answer_file(_MODEL.value, _INPUT.value, _OUTPUT.value, _BATCH_SIZE.value,
+                                   _MAX_SEQ_LENGTH.value or 384, _DOC_STRIDE.value,
+                                   max_answer_length=_MAX_ANSWER_LENGTH.value,
+                                   null_score_diff_threshold=_NULL_THRESHOLD.value,
+                                   progress=_PROGRESS_BAR.value)
+            print(_OUTPUT.value)
+            return
         classifier = predict.load_classifier(_MODEL.value, _BATCH_SIZE.value,
-                                             _MAX_SEQ_LENGTH.value)
+                                             _MAX_SEQ_LENGTH.value or 128)
         if _GLUE_TASK.value:
             written = predict.glue_submission(classifier, _GLUE_TASK.value, _DATA_DIR.value,
                                               _OUTPUT.value, _PROGRESS_BAR.value)
@@ -64,6 +86,17 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(written))
+
+
+def _is_question_answering(folder: str) -> bool:
+    """Whether the folder's config.json names a `*ForQuestionAnswering` architecture."""
+    import json
+    import pathlib
+    config = pathlib.Path(folder).expanduser() / "config.json"
+    if not config.is_file():
+        return False  # load_classifier says what is wrong with the folder
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(a.endswith("ForQuestionAnswering") for a in architectures)
 
 
 def check_flags(error) -> None:

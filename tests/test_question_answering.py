@@ -3,6 +3,8 @@
 BertForQuestionAnswering), and v2 no-answer questions (HasAns/NoAns, null odds)."""
 
 import json
+import subprocess
+import sys
 
 from conftest import ROOT, run_finetune
 from fmt.data.squad import read_squad
@@ -30,6 +32,18 @@ def test_squad_v1_run_writes_official_predictions(tiny_model, tmp_path):
     assert all(p and p in r["context"] for p, r in zip(predictions.values(), dev))
     exported = json.loads((tmp_path / "model" / "config.json").read_text())
     assert exported["architectures"] == ["BertForQuestionAnswering"]
+    # experiments/predict.py answers the same questions, without their answers, as the
+    # run's own evaluation did.
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "context")})
+                                 + "\n" for r in dev))
+    answered = subprocess.run(
+        [sys.executable, str(ROOT / "experiments/predict.py"), f"--model={tmp_path}/model",
+         f"--input={questions}", f"--output={tmp_path}/answers.json", "--max_seq_length=128",
+         "--doc_stride=32", "--batch_size=16", "--progress_bar=false"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert json.loads((tmp_path / "answers.json").read_text()) == predictions
 
 
 def test_squad_v2_no_answer_questions(tiny_model, tmp_path):

@@ -28,17 +28,19 @@ TFDS_FIX = "pass --config.train_file=<SQuAD .json or .jsonl file>"
 _EXCERPT = 60  # characters of a text quoted in an error
 
 
-def read_squad(path: str) -> list[Record]:
+def read_squad(path: str, answers: bool = True) -> list[Record]:
     """Questions of a SQuAD-format `.json` file (v1.1 or v2.0) or of a JSON lines
     file (`.jsonl`: "question", "context", "answers" and an optional "id" per
-    line, the line number when absent)."""
+    line, the line number when absent). `answers=False` reads questions to be
+    answered: a question without "answers" gets [] instead of an error."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in SQUAD_FORMATS:
         kind = repr(extension) if extension else "(no extension)"
         raise UserError(f"{path}: unsupported file type {kind} for question answering; use "
                         f".json (the official SQuAD schema) or .jsonl (one question per line)")
     text = read_text(path, empty="file is empty; it needs at least one question")
-    records = _json_records(path, text) if extension == ".json" else _jsonl_records(path, text)
+    read = _json_records if extension == ".json" else _jsonl_records
+    records = read(path, text, answers)
     if not records:
         raise UserError(f"{path}: {NO_QUESTIONS}; check the file")
     return records
@@ -83,7 +85,7 @@ def read_tfds_squad(name: str, split: str, data_dir: str | None = None) -> list[
 # --- SQuAD JSON ------------------------------------------------------------------
 
 
-def _json_records(path: str, text: str) -> list[Record]:
+def _json_records(path: str, text: str, answers: bool = True) -> list[Record]:
     try:
         squad = json.loads(text)
     except json.JSONDecodeError as error:
@@ -105,14 +107,14 @@ def _json_records(path: str, text: str) -> list[Record]:
                 place = f"data[{a}].paragraphs[{p}].qas[{q}]"
                 qid = _id(qa, f"{path}: {place}", "give every question a string id")
                 records.append(_question(f"{path}: {place} (id {qid!r})", qid, qa, context,
-                                         seen, place))
+                                         seen, place, answers))
     return records
 
 
 # --- JSON lines ------------------------------------------------------------------
 
 
-def _jsonl_records(path: str, text: str) -> list[Record]:
+def _jsonl_records(path: str, text: str, answers: bool = True) -> list[Record]:
     records, seen = [], {}
     for number, line in numbered_lines(text):
         where = f"{path}:{number}"
@@ -129,7 +131,7 @@ def _jsonl_records(path: str, text: str) -> list[Record]:
         qid = _id(row, where, "give every row a unique string id, or none (the line number)",
                   default=str(number))
         context = _field(row, "context", str, where, "write the context as a string")
-        records.append(_question(where, qid, row, context, seen, f"line {number}"))
+        records.append(_question(where, qid, row, context, seen, f"line {number}", answers))
     return records
 
 
@@ -150,14 +152,14 @@ def _jsonl_fix(text: str, number: int) -> str:
 
 
 def _question(where: str, qid: str, row: dict, context: str, seen: dict[str, str],
-              place: str) -> Record:
+              place: str, required: bool = True) -> Record:
     """The checked record of one question object (a `qas` entry or a JSON line);
     `seen` maps each id so far to its place, for duplicates."""
     impossible = _impossible(row, where)
     question = _field(row, "question", str, where, "write the question as a string")
     # A v2 unanswerable question's answers are [] (its plausible_answers are
     # not gold answers), so they are not read.
-    answers = [] if impossible else _answers(_field(
+    answers = [] if impossible or (not required and "answers" not in row) else _answers(_field(
         row, "answers", (list, dict), where,
         'give every question "answers" (an empty list for no answer)'), where)
     return _record(where, qid, question, context, answers, seen, place)

@@ -29,6 +29,7 @@ from fmt.train import optim, sharding, step as step_lib
 from fmt.train.checkpoint import BestParams, Checkpoints
 from fmt.train.preemption import StopSignals
 from fmt.tracing import Traced
+from fmt.train.evaluation import evaluate
 from fmt.train.trainable import Trainable
 from fmt.train.workdir import check_workdir, read_results, save_config
 from fmt.train.writers import MetricWriter, write_json_atomic
@@ -87,29 +88,6 @@ def choose_buckets(config, train: Features, evals: dict) -> tuple[int, ...]:
         return batching.bucket_lengths(config.max_seq_length, tuple(config.bucket_lengths))
     longest = max(int(data.lengths.max()) for data in [train, *evals.values()])
     return batching.fit_bucket_lengths(train.lengths, config.num_buckets, longest)
-
-
-def evaluate(eval_step, params, data: Features, task, feed: sharding.BatchFeeder,
-             buckets: tuple[int, ...], progress=None) -> tuple[dict, object]:
-    """Metrics over every example, and the task's predictions, in the data's order.
-
-    The eval step reduces each batch on device to the task's small per-row
-    outputs; those are gathered per feature and handed to the task, which
-    gathers them back per example where one example has several features.
-    """
-    view = task.eval_view(data)
-    pending = []
-    for indices, length in batching.eval_plan(view, feed.batch_size, buckets):
-        pending.append((indices, eval_step(params, feed(view, indices, length))))
-    outputs: dict[str, list] = {}
-    for indices, device_outputs in pending:
-        for name, values in sharding.to_host(device_outputs).items():
-            column = outputs.setdefault(name, [None] * len(view))
-            for row, index in enumerate(indices):
-                column[index] = values[row]
-        if progress is not None:
-            progress.update(1)
-    return task.evaluate(outputs, data)
 
 
 class Steps(NamedTuple):
