@@ -114,18 +114,31 @@ def csv_rows(path: str, text: str) -> tuple[list[str], Iterator[Row]]:
 def jsonl_rows(path: str, text: str) -> Iterator[Row]:
     """Rows of a JSON-lines file: one JSON object per line."""
     for number, line in numbered_lines(text):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: invalid JSON ({error.msg}); write one JSON object per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise UserError(
-                f"{path}:{number}: expected a JSON object, found {type(row).__name__}; "
-                f"write one JSON object per line"
-            )
-        yield number, row
+        yield number, json_object(f"{path}:{number}", line)
+
+
+ONE_OBJECT_PER_LINE = "write one JSON object per line"
+JSON_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string",
+                               int: "an integer", float: "a number", bool: "a boolean",
+                               type(None): "null"}
+
+
+def json_kind(value) -> str:
+    """The JSON name of a value's type, as the user wrote it."""
+    return JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def json_object(where: str, line: str, invalid_fix: str = ONE_OBJECT_PER_LINE,
+                object_fix: str = ONE_OBJECT_PER_LINE) -> dict:
+    """One line of a JSON-lines file as its object; `where` (file:line) and the
+    fixes name the place and the remedy of a line that is not JSON, or not an object."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: invalid JSON ({error.msg}); {invalid_fix}") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object, found {json_kind(row)}; {object_fix}")
+    return row
 
 
 def _check_width(path: str, line: int, expected: int, found: int, kind: str, fix: str) -> None:

@@ -12,7 +12,7 @@ wrong offset would otherwise train on the wrong span without a word.
 import json
 import os
 
-from fmt.data.rows import numbered_lines, read_text
+from fmt.data.rows import JSON_KINDS, json_kind, json_object, numbered_lines, read_text
 from fmt.errors import UserError
 
 Record = dict[str, object]
@@ -118,13 +118,7 @@ def _jsonl_records(path: str, text: str, answers: bool = True) -> list[Record]:
     records, seen = [], {}
     for number, line in numbered_lines(text):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}: invalid JSON ({error.msg}); "
-                            f"{_jsonl_fix(text, number)}") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: expected a JSON object, found {_kind(row)}; {JSONL_FIX}")
+        row = json_object(where, line, _jsonl_fix(text, number), JSONL_FIX)
         if "data" in row and "question" not in row:
             raise UserError(f"{where}: this object is in {SCHEMA}; name the file .json, "
                             f"or {JSONL_FIX}")
@@ -227,22 +221,22 @@ def _answers(raw, where: str) -> list[tuple[str, str, int]]:
 def _field(value, key: str, kind, where: str, fix: str):
     """`value[key]`, which must be of `kind` (a type or tuple of types)."""
     if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a JSON object, found {_kind(value)}; {fix}")
+        raise UserError(f"{where}: expected a JSON object, found {json_kind(value)}; {fix}")
     if key not in value:
         raise UserError(f"{where}: no field {key!r} (fields: {', '.join(value) or 'none'}); "
                         f"{fix}")
     found = value[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(found, kinds) or (isinstance(found, bool) and bool not in kinds):
-        wanted = " or ".join(_KINDS[k] for k in kinds)
-        raise UserError(f"{where}: field {key!r} must be {wanted}, found {_kind(found)}; {fix}")
+        wanted = " or ".join(JSON_KINDS[k] for k in kinds)
+        raise UserError(f"{where}: field {key!r} must be {wanted}, found {json_kind(found)}; {fix}")
     return found
 
 
 def _id(row, where: str, fix: str, default: str | None = None) -> str:
     """The question id as a string (integers allowed), or `default` when absent."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, found {_kind(row)}; {fix}")
+        raise UserError(f"{where}: expected a JSON object, found {json_kind(row)}; {fix}")
     if default is not None and "id" not in row:
         return default
     value = _field(row, "id", (str, int), where, fix)
@@ -261,13 +255,3 @@ def _decoded(value) -> str:
 
 def _excerpt(text: str) -> str:
     return text if len(text) <= _EXCERPT else text[:_EXCERPT - 3] + "..."
-
-
-_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string",
-                           int: "an integer", float: "a number", bool: "a boolean",
-                           type(None): "null"}
-
-
-def _kind(value) -> str:
-    """The JSON name of a value's type, as the user wrote it."""
-    return _KINDS.get(type(value), type(value).__name__)

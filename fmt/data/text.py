@@ -11,13 +11,12 @@ Every example carries `special_tokens_mask` (never masked) and `word_ids`
 (which word a token belongs to, -1 for special tokens) for whole-word masking.
 """
 
-import json
 import logging
 
 import numpy as np
 
 from fmt.data.features import Features
-from fmt.data.rows import file_extension, numbered_lines, read_text
+from fmt.data.rows import file_extension, json_object, numbered_lines, read_text
 from fmt.data.tokenize import pad_id
 from fmt.errors import UserError
 
@@ -65,14 +64,7 @@ def read_pairs(path: str, prompt_field: str, response_field: str) -> list[dict[s
 
 
 def _json_text(path: str, number: int, line: str, text_field: str) -> str:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}:{number}: invalid JSON ({error.msg}); "
-                        f"write one JSON object per line") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{path}:{number}: expected a JSON object, found "
-                        f"{type(row).__name__}; write one JSON object per line")
+    row = json_object(f"{path}:{number}", line)
     if text_field not in row:
         raise UserError(f"{path}:{number}: no field {text_field!r} (fields: "
                         f"{', '.join(row) or 'none'}); give every object a {text_field!r} "
