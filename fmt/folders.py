@@ -36,8 +36,7 @@ def staged_folder(folder):
     staging.mkdir()
     try:
         yield staging
-        if is_local(staging):
-            _plain_modes(pathlib.Path(staging))
+        _plain_modes(pathlib.Path(staging))
         _replace(staging, folder)
     finally:
         if staging.exists():

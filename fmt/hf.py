@@ -32,12 +32,12 @@ PACKAGED_MODELS = {
 }
 _HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
               "vocab.*", "merges.txt", "special_tokens_map.json", "*.model"]
-# Buffers that torch checkpoints carry but that are not weights: BERT's position
-# ids, the causal-mask buffers of older GPT-2 checkpoints, RoPE tables of older
-# Llama ones.
 # The files a tokenizer may be made of (by name prefix), besides the weights.
 _TOKENIZER_FILES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens",
                     "spiece", "sentencepiece", "config.json")
+# Buffers that torch checkpoints carry but that are not weights: BERT's position
+# ids, the causal-mask buffers of older GPT-2 checkpoints, RoPE tables of older
+# Llama ones.
 _IGNORED_WEIGHTS = ("position_ids", ".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
 

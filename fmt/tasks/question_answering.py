@@ -111,7 +111,7 @@ class QuestionAnswering(TaskKind):
             scores = squad_metrics.squad_scores(answers, gold)
         # fmt reports scores as fractions (as accuracy and F1 elsewhere); the official
         # scripts' percentages are divided here, counts and thresholds kept.
-        metrics = {k: v if k.endswith(("_total", "_thresh", "total")) else v / 100
+        metrics = {k: v if k.endswith(("total", "_thresh")) else v / 100
                    for k, v in scores.items()}
         return metrics, (answers, null_odds)
 
