@@ -44,7 +44,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
     vocab]` (zeros after every row ended), before sampling's processing.
     """
     check_decoder(model)
-    ids, mask = _as_batch(input_ids, attention_mask)
+    ids, mask = as_batch(input_ids, attention_mask)
     lengths = mask.sum(axis=1)
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens={max_new_tokens}: must be at least 1")
@@ -58,8 +58,8 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
                         f"lower max_new_tokens or shorten the prompt")
     if do_sample:
         _check_sampling(temperature, top_k, top_p)
-    eos = _eos_ids(model.config, eos_token_id)
-    pad = _pad_id(model, eos, pad_token_id)
+    eos = end_ids(model.config, eos_token_id)
+    pad = padding_id(model, eos, pad_token_id)
     # Positions count real tokens only, so the bucket may pass the model's limit.
     bucket = 1 << max(5, (longest - 1).bit_length())
     prompt_ids, prompt_mask = left_padded(ids, mask, bucket, pad)
@@ -160,7 +160,7 @@ def _decode_loop(module, params, prompt_ids, prompt_mask, key, temperature, top_
     saved = None
     if return_logits:
         saved = jnp.zeros((batch, max_new_tokens, logits.shape[-1])).at[:, 0].set(logits)
-    ended = _is_end(token, eos_ids)
+    ended = is_end(token, eos_ids)
 
     def more(state):
         step, _, _, ended, _ = state
@@ -176,7 +176,7 @@ def _decode_loop(module, params, prompt_ids, prompt_mask, key, temperature, top_
         tokens = jax.lax.dynamic_update_slice_in_dim(tokens, token[:, None], step, axis=1)
         if saved is not None:
             saved = jax.lax.dynamic_update_slice_in_dim(saved, logits[:, None], step, axis=1)
-        return step + 1, cache, tokens, ended | _is_end(token, eos_ids), saved
+        return step + 1, cache, tokens, ended | is_end(token, eos_ids), saved
 
     _, _, tokens, _, saved = jax.lax.while_loop(
         more, one_token, (jnp.int32(1), cache, tokens, ended, saved))
@@ -190,11 +190,11 @@ DECODE = Traced(_decode_loop)
 _decode = jax.jit(DECODE, static_argnames=("module", "max_new_tokens", "do_sample",
                                            "return_logits"))
 
-def _is_end(token, eos_ids):
+def is_end(token, eos_ids):
     return (token[:, None] == eos_ids[None, :]).any(axis=1)
 
 
-def _as_batch(input_ids, attention_mask):
+def as_batch(input_ids, attention_mask):
     ids = np.asarray(input_ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise UserError(f"input_ids must be integer token ids [batch, length], got "
@@ -216,14 +216,14 @@ def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
         raise UserError(f"top_p={top_p}: must be in (0, 1] (1: off)")
 
 
-def _eos_ids(config, eos_token_id) -> list[int]:
+def end_ids(config, eos_token_id) -> list[int]:
     eos = config.eos_token_id if eos_token_id is None else eos_token_id
     if eos is None:
         return []
     return [int(eos)] if np.isscalar(eos) else [int(i) for i in eos]
 
 
-def _pad_id(model, eos: list[int], pad_token_id: int | None) -> int:
+def padding_id(model, eos: list[int], pad_token_id: int | None) -> int:
     """As transformers: the given id, the config's pad id, else the first end id;
     then the tokenizer's pad id, else 0 (padding is never attended)."""
     for candidate in (pad_token_id, model.config.pad_token_id, *eos[:1],

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmt import generate as generation, hf
+from fmt import generate as generation, generate_seq2seq, hf
 from fmt.errors import UserError
 from fmt.models import FAMILIES
 from fmt.models.heads import HeadSpec, TaskModel
@@ -62,38 +62,73 @@ class Model:
 
     @functools.cached_property
     def _apply(self):
-        return jax.jit(lambda params, ids, mask, types, positions, segments: self.module.apply(
-            {"params": params}, ids, mask, types, deterministic=True, positions=positions,
-            segment_ids=segments))
+        return jax.jit(lambda params, ids, mask, types, extra: self.module.apply(
+            {"params": params}, ids, mask, types, deterministic=True, **extra))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
-                 segment_ids=None):
+                 segment_ids=None, decoder_input_ids=None, decoder_attention_mask=None):
         """The task kind's outputs for a batch of token ids, as `transformers`
         computes them: `[batch, num_labels]` (classification), `[batch, seq,
         num_labels]` (token classification), `[batch, seq, vocab]` (masked-LM,
-        causal-LM). Decoders also take `positions` (default: counted over real
-        tokens, so left padding is fine) and `segment_ids` (packed rows)."""
+        causal-LM), `[batch, target_len, vocab]` (seq2seq, given
+        `decoder_input_ids` and optionally `decoder_attention_mask`). Decoders
+        also take `positions` (default: counted over real tokens, so left
+        padding is fine) and `segment_ids` (packed rows)."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        optional = [None if x is None else jnp.asarray(x) for x in (positions, segment_ids)]
+        extra = {name: jnp.asarray(value) for name, value in
+                 (("positions", positions), ("segment_ids", segment_ids),
+                  ("decoder_input_ids", decoder_input_ids),
+                  ("decoder_attention_mask", decoder_attention_mask)) if value is not None}
         return self._apply(self.host_params(), input_ids, jnp.asarray(attention_mask),
-                           jnp.asarray(token_type_ids), *optional)
+                           jnp.asarray(token_type_ids), extra)
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, eos_token_id=None, seed: int = 0,
-                 pad_token_id: int | None = None):
-        """A causal-LM decoder's continuation of the prompts `[batch, length]`
-        (left-padded as for `transformers`' generate, or any padding with
-        `attention_mask`): `[batch, length + max_new_tokens]` ids, the prompts
-        first, pad after a row's end; greedy unless `do_sample`
-        (temperature, top_k, top_p, as `transformers` applies them, keyed by
-        `seed`). With a KV cache, one compilation per batch size and prompt
-        bucket; see fmt/generate.py."""
+                 pad_token_id: int | None = None, num_beams: int = 1,
+                 length_penalty: float = 1.0, early_stopping=False,
+                 no_repeat_ngram_size: int = 0, min_length: int = 0):
+        """Generated ids, as `transformers`' generate returns them.
+
+        A causal-LM decoder continues the prompts `[batch, length]` (left-padded
+        as for `transformers`, or any padding with `attention_mask`):
+        `[batch, length + max_new_tokens]` ids, the prompts first, pad after a
+        row's end; greedy unless `do_sample` (temperature, top_k, top_p, as
+        `transformers` applies them, keyed by `seed`). See fmt/generate.py.
+
+        An encoder-decoder (T5, BART; task 'seq2seq_lm') writes a target for
+        each source: `[batch, 1 + generated]`, the decoder start token first,
+        columns up to the longest row's end, pad after each row's end; greedy,
+        or beam search with `num_beams` > 1 (`length_penalty`,
+        `early_stopping`: True, False or "never"), `no_repeat_ngram_size` and
+        `min_length` (counting the start token) as `transformers` applies
+        them. The defaults are `GenerationConfig`'s, not a checkpoint's own
+        (bart-large-cnn's config asks for 4 beams, for one): pass them. Token
+        ids (decoder start, end, pad, forced_bos/eos_token_id) come from the
+        config. See fmt/generate_seq2seq.py.
+
+        With a KV cache, one compilation per batch size, input bucket and
+        setting."""
         self.host_params()
+        if is_encoder_decoder(self.module):
+            if do_sample:
+                raise UserError("do_sample=True: sampling is not supported for encoder-decoders "
+                                "yet; use do_sample=False (greedy, or num_beams > 1)")
+            return generate_seq2seq.generate(
+                self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                num_beams=num_beams, length_penalty=length_penalty,
+                early_stopping=early_stopping, no_repeat_ngram_size=no_repeat_ngram_size,
+                min_length=min_length, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        for name, value, default in (("num_beams", num_beams, 1),
+                                     ("no_repeat_ngram_size", no_repeat_ngram_size, 0),
+                                     ("min_length", min_length, 0)):
+            if value != default:
+                raise UserError(f"{name}={value}: not supported for decoder-only models yet; "
+                                f"leave it at {default}")
         return generation.generate(
             self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -169,7 +204,13 @@ def name_map(config, head: HeadSpec) -> list:
 
 def _init(module: nn.Module, seed: int):
     ids = jnp.zeros((1, 8), jnp.int32)
-    return module.init(jax.random.key(seed), ids, ids, ids)["params"]
+    decoder = {"decoder_input_ids": ids} if is_encoder_decoder(module) else {}
+    return module.init(jax.random.key(seed), ids, ids, ids, **decoder)["params"]
+
+
+def is_encoder_decoder(module: nn.Module) -> bool:
+    """Whether the backbone is an encoder-decoder (fmt/models/encdec.py)."""
+    return getattr(module.encoder, "is_encoder_decoder", False)
 
 
 def init_params(module: nn.Module, seed: int) -> dict:
@@ -342,12 +383,12 @@ def scratch_config(tokenizer, sizes: dict, folder) -> dict:
     """The HF config of a new model sized by `sizes` (num_hidden_layers, hidden_size,
     num_attention_heads, intermediate_size, max_position_embeddings, and `family`)
     around a trained tokenizer: BERT for WordPiece, RoBERTa for byte-level BPE, or
-    the decoder `family` names (gpt2, llama) with `transformers`' defaults for
+    the `family` named (gpt2, llama, bart, t5) with `transformers`' defaults for
     everything else."""
     sizes = dict(sizes)
     family = sizes.pop("family", "")
     if family:
-        return _decoder_scratch_config(family, tokenizer, sizes)
+        return _named_scratch_config(family, tokenizer, sizes)
     tokenizer_class = getattr(tokenizer, "hf_tokenizer_class", None) or type(tokenizer).__name__
     model_type = SCRATCH_FAMILIES.get(tokenizer_class)
     if model_type is None:
@@ -363,21 +404,38 @@ def scratch_config(tokenizer, sizes: dict, folder) -> dict:
     return config
 
 
-DECODER_SCRATCH = ("gpt2", "llama")
+SCRATCH_FAMILIES_NAMED = ("gpt2", "llama", "bart", "t5")  # --config.scratch_family
 
 
-def _decoder_scratch_config(family: str, tokenizer, sizes: dict) -> dict:
+def _named_scratch_config(family: str, tokenizer, sizes: dict) -> dict:
+    """A decoder's (gpt2, llama) or encoder-decoder's (bart, t5: as many decoder
+    layers as encoder layers) config of `sizes` around the tokenizer's ids."""
     import transformers
-    if family not in DECODER_SCRATCH:
+    if family not in SCRATCH_FAMILIES_NAMED:
         raise UserError(f"--config.scratch_family={family!r}: choose one of "
-                        f"{', '.join(DECODER_SCRATCH)} (or leave it empty for BERT/RoBERTa)")
+                        f"{', '.join(SCRATCH_FAMILIES_NAMED)} (or leave it empty for "
+                        "BERT/RoBERTa)")
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id or eos,
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=bos,
                eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    layers, hidden, heads = (sizes[k] for k in ("num_hidden_layers", "hidden_size",
+                                                "num_attention_heads"))
     if family == "gpt2":
-        names = dict(n_embd=sizes["hidden_size"], n_layer=sizes["num_hidden_layers"],
-                     n_head=sizes["num_attention_heads"], n_inner=sizes["intermediate_size"],
+        names = dict(n_embd=hidden, n_layer=layers, n_head=heads,
+                     n_inner=sizes["intermediate_size"],
                      n_positions=sizes["max_position_embeddings"])
+    elif family == "bart":  # BART starts decoding from its end token
+        names = dict(d_model=hidden, encoder_layers=layers, decoder_layers=layers,
+                     encoder_attention_heads=heads, decoder_attention_heads=heads,
+                     encoder_ffn_dim=sizes["intermediate_size"],
+                     decoder_ffn_dim=sizes["intermediate_size"],
+                     max_position_embeddings=sizes["max_position_embeddings"],
+                     decoder_start_token_id=eos, forced_eos_token_id=eos)
+    elif family == "t5":  # v1.1 (gated-GELU, untied); T5 starts decoding from its pad token
+        names = dict(d_model=hidden, d_kv=hidden // heads, d_ff=sizes["intermediate_size"],
+                     num_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
+                     tie_word_embeddings=False, decoder_start_token_id=ids["pad_token_id"])
     else:
-        names = dict(sizes, num_key_value_heads=sizes["num_attention_heads"])
+        names = dict(sizes, num_key_value_heads=heads)
     return transformers.AutoConfig.for_model(family, **names, **ids).to_dict()

@@ -13,18 +13,14 @@ object of id -> answer text ("" for no answer, with a no-answer threshold).
 import json
 import pathlib
 
-import jax
-from tqdm import tqdm
-
 from fmt import model as model_lib
 from fmt.data import batching, squad
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 from fmt.tasks import spans
 from fmt.tasks.question_answering import QuestionAnswering
-from fmt.train import sharding, step
 from fmt.train.config import default_config
-from fmt.train.evaluation import eval_outputs
+from fmt.train.evaluation import model_outputs
 
 
 def answer_file(folder: str, input_path: str, output_path: str, batch_size: int = 64,
@@ -51,19 +47,9 @@ def answer_file(folder: str, input_path: str, output_path: str, batch_size: int 
     task = QuestionAnswering(config)
     records = squad.read_squad(input_path, answers=False)
     features = task.featurize(model, records, "predict", input_path)
-    mesh = sharding.make_mesh("data=-1")
-    if batch_size <= 0 or batch_size % sharding.batch_devices(mesh):
-        raise UserError(f"--batch_size={batch_size}: give a positive multiple of the "
-                        f"{sharding.batch_devices(mesh)} devices")
-    feed = sharding.BatchFeeder(mesh, batch_size)
-    replicated = sharding.NamedSharding(mesh, sharding.P())
-    eval_step = jax.jit(step.make_eval_step(model.module, task),
-                        in_shardings=(replicated, feed.sharding), out_shardings=replicated)
-    buckets = batching.bucket_lengths(max_seq_length)
-    with tqdm(total=len(batching.eval_plan(features, batch_size, buckets)), unit="batch",
-              desc=pathlib.Path(input_path).name, disable=not progress) as bar:
-        outputs = eval_outputs(eval_step, jax.device_put(model.host_params(), replicated),
-                               features, task, feed, buckets, bar)
+    outputs = model_outputs(model, task, features, batch_size,
+                            batching.bucket_lengths(max_seq_length), progress,
+                            pathlib.Path(input_path).name)
     answers, _ = spans.best_answers(records, features.info["windows"], outputs["start_logits"],
                                     outputs["end_logits"], n_best_size, max_answer_length,
                                     config.version_2_with_negative,

@@ -171,32 +171,40 @@ def make_batch(data: Features, indices: np.ndarray | PackedRows, length: int,
     if isinstance(indices, PackedRows):
         return _packed_batch(data, indices, length, rows)
     token_specs, example_specs = data.field_specs()
-    batch = {name: np.full((len(rows), length), pad, dtype)
+    # Each group's length comes from all of the batch's examples, so that every
+    # process builds its rows at the same shape.
+    widths = {"attention_mask": length}
+    for group in data.groups:
+        widths[group.mask] = group.length_for(data, np.asarray(indices))
+        widths.update({name: widths[group.mask] for name in group.fields})
+    batch = {name: np.full((len(rows), widths.get(name, length)), pad, dtype)
              for name, (dtype, pad) in token_specs.items()}
     batch.update({name: np.zeros((len(rows), *shape), dtype)
                   for name, (dtype, shape) in example_specs.items()})
-    attention_mask = np.zeros((len(rows), length), np.int32)
+    masks = {"attention_mask": "input_ids", **{g.mask: g.fields[0] for g in data.groups}}
+    batch.update({mask: np.zeros((len(rows), widths[mask]), np.int32) for mask in masks})
     weights = np.zeros((len(rows),), np.float32)
     for out, row in enumerate(rows):
         if row >= len(indices):
             continue
         tokens, example = data.example(indices[row])
-        n = len(tokens["input_ids"])
         for name, values in tokens.items():
-            batch[name][out, :n] = values
+            batch[name][out, :len(values)] = values
         for name, value in example.items():
             batch[name][out] = value
-        attention_mask[out, :n] = 1
+        for mask, field in masks.items():
+            batch[mask][out, :len(tokens[field])] = 1
         weights[out] = 1.0
-    return dict(batch, attention_mask=attention_mask, weights=weights)
+    return dict(batch, weights=weights)
 
 
 def _packed_batch(data: Features, packed: PackedRows, length: int, rows: np.ndarray) -> Batch:
     """Rows that each hold the examples of one packed row, end to end, with their
     segment ids and restarting positions. Per-example fields cannot be packed."""
     token_specs, example_specs = data.field_specs()
-    if example_specs:
-        raise ValueError(f"per-example fields {sorted(example_specs)} cannot be packed")
+    if example_specs or data.groups:
+        raise ValueError(f"per-example fields {sorted(example_specs)} and token groups "
+                         f"{[g.fields for g in data.groups]} cannot be packed")
     batch = {name: np.full((len(rows), length), pad, dtype)
              for name, (dtype, pad) in token_specs.items()}
     segment_ids = np.zeros((len(rows), length), np.int32)

@@ -58,6 +58,7 @@ class MaskedView:
     `labels` and `token_type_ids`, but not the special-token mask or word ids,
     which only choose the masks.
     """
+    groups = ()  # no fields with a length of their own
 
     def __init__(self, features: Features, seed: int, epoch: int, mask_id: int,
                  vocab_size: int, probability: float = 0.15, whole_word: bool = False):

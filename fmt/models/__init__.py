@@ -11,19 +11,25 @@
   of the backbone's weights;
 - `with_dropout(config, rate)` and `max_positions(config)`;
 - `head(kind, config, num_outputs, dtype, param_dtype) -> heads.HeadSpec` for
-  each head kind it has (task kinds name the head they need).
+  each head kind it has (task kinds name the head they need);
+- optionally `TASK_PREFIXES = True`: its checkpoints expect a task prefix on
+  their sources (T5), so seq2seq does not warn about `--config.source_prefix`.
+
+Encoder-decoders (T5, BART) follow fmt/models/encdec.py besides.
 
 A new family is a new file plus one line here.
 """
 
-from fmt.models import bert, gpt2, llama
+from fmt.models import bart, bert, gpt2, llama, t5
 
 # Hugging Face `model_type` -> (family module, config class).
 FAMILIES = {
+    "bart": (bart, bart.BartConfig),
     "bert": (bert, bert.BertConfig),
     "roberta": (bert, bert.BertConfig),
     "gpt2": (gpt2, gpt2.GPT2Config),
     "llama": (llama, llama.LlamaConfig),
     "mistral": (llama, llama.LlamaConfig),
     "qwen2": (llama, llama.LlamaConfig),
+    "t5": (t5, t5.T5Config),
 }

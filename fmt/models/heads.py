@@ -54,11 +54,14 @@ class TaskModel(nn.Module):
     head: nn.Module
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 deterministic: bool = True, positions=None, segment_ids=None):
-        # Only decoders take positions and segments (packed rows); encoders keep
-        # the four-argument call.
+                 deterministic: bool = True, positions=None, segment_ids=None,
+                 decoder_input_ids=None, decoder_attention_mask=None):
+        # Only decoders take positions and segments (packed rows), only
+        # encoder-decoders the decoder's inputs; encoders keep the four-argument call.
         extra = {name: value for name, value in
-                 (("positions", positions), ("segment_ids", segment_ids)) if value is not None}
+                 (("positions", positions), ("segment_ids", segment_ids),
+                  ("decoder_input_ids", decoder_input_ids),
+                  ("decoder_attention_mask", decoder_attention_mask)) if value is not None}
         out = self.encoder(input_ids, attention_mask, token_type_ids, deterministic, **extra)
         return jax.tree.map(lambda x: x.astype(jnp.float32), self.head(out, deterministic))
 
@@ -145,19 +148,33 @@ class MaskedLMHead(nn.Module):
 
 
 class CausalLMHead(nn.Module):
-    """A decoder's LM head: next-token logits `[batch, seq, vocab]` at every
-    position, from the word embeddings (`tied`: GPT-2, Llama with
-    `tie_word_embeddings`) or from its own bias-free projection `lm_head`."""
+    """A decoder's LM head (causal-LM, and seq2seq's decoder): next-token logits
+    `[batch, seq, vocab]` at every position, from the word embeddings (`tied`:
+    GPT-2, Llama with `tie_word_embeddings`, T5, BART) or from its own
+    bias-free projection `lm_head`. `hidden_scale` multiplies the hidden states
+    first (T5's tied head: d_model ** -0.5); `logits_bias` adds BART's
+    `final_logits_bias` `[1, vocab]`, a buffer in `transformers`, so it takes
+    no gradient here either."""
     vocab_size: int
     tied: bool
+    hidden_scale: float = 1.0
+    logits_bias: bool = False
     init_std: float = 0.02
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, out: BackboneOutput, deterministic: bool):
+        hidden = out.hidden * self.hidden_scale if self.hidden_scale != 1.0 else out.hidden
         if self.tied:
-            return jnp.einsum("bsh,vh->bsv", out.hidden, out.embedding.astype(self.dtype))
-        return layers.dense(self.vocab_size, ("embed", "vocab"), init_std=self.init_std,
-                            dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False,
-                            name="lm_head")(out.hidden)
+            logits = jnp.einsum("bsh,vh->bsv", hidden, out.embedding.astype(self.dtype))
+        else:
+            logits = layers.dense(self.vocab_size, ("embed", "vocab"), init_std=self.init_std,
+                                  dtype=self.dtype, param_dtype=self.param_dtype,
+                                  use_bias=False, name="lm_head")(hidden)
+        if self.logits_bias:
+            bias = self.param("final_logits_bias", nn.with_logical_partitioning(
+                nn.initializers.zeros_init(), (None, "vocab")), (1, self.vocab_size),
+                self.param_dtype)
+            logits = logits + jax.lax.stop_gradient(bias).astype(self.dtype)
+        return logits

@@ -28,11 +28,12 @@ from fmt.files import as_path, write_bytes_atomic, write_text_atomic
 # PEFT's default target modules per model type.
 DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"),
                    "gpt2": ("c_attn",), "llama": ("q_proj", "v_proj"),
-                   "mistral": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj")}
+                   "mistral": ("q_proj", "v_proj"), "qwen2": ("q_proj", "v_proj"),
+                   "bart": ("q_proj", "v_proj"), "t5": ("q", "v")}
 # fmt task kinds -> PEFT task types, written into adapter_config.json.
 PEFT_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS",
                    "token_classification": "TOKEN_CLS", "question_answering": "QUESTION_ANS",
-                   "masked_lm": None}
+                   "masked_lm": None, "seq2seq_lm": "SEQ_2_SEQ_LM"}
 SHOWN_MODULES = 12  # module names listed when targets match none
 
 

@@ -5,10 +5,11 @@ from fmt.tasks.causal_lm import CausalLM
 from fmt.tasks.classification import Classification
 from fmt.tasks.masked_lm import MaskedLM
 from fmt.tasks.question_answering import QuestionAnswering
+from fmt.tasks.seq2seq import Seq2SeqLM
 from fmt.tasks.token_classification import TokenClassification
 
 KINDS = {kind.name: kind for kind in (Classification, TokenClassification, QuestionAnswering,
-                                       MaskedLM, CausalLM)}
+                                       MaskedLM, CausalLM, Seq2SeqLM)}
 
 
 def create(config):

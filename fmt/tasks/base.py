@@ -27,10 +27,9 @@ How the kinds still to come fit:
   `segment_ids` and restarting `positions`, which reach the backbone as model
   inputs; a kind whose targets look across tokens masks segment boundaries in
   its loss (causal-LM's shifted labels).
-- seq2seq: encoder and decoder fields; decoder fields need their own padded
-  length, so batches will carry a length per field group (today one length per
-  batch), and evaluation a decode step that generates before `evaluate` scores
-  text (`eval_outputs` then returns generated ids).
+- seq2seq: the decoder's fields form a `TokenGroup` with a padded length of
+  its own; its `eval_apply` generates inside the eval step, and `evaluate`
+  scores the decoded text.
 """
 
 import pathlib
@@ -111,6 +110,13 @@ class TaskKind:
         """Per-row arrays that evaluation brings to the host (computed on device)."""
         raise NotImplementedError
 
+    def eval_apply(self, module, params, batch: dict) -> dict[str, jax.Array]:
+        """The eval step's work on a batch, inside its jit: the module's outputs
+        reduced by `eval_outputs`. Kinds that generate text add their decoding."""
+        outputs = module.apply({"params": params}, **self.model_inputs(batch),
+                               deterministic=True)
+        return self.eval_outputs(outputs, batch)
+
     # --- host side ----------------------------------------------------------------
     def evaluate(self, outputs: dict[str, list], features: Features) -> tuple[dict, Any]:
         """(metrics, predictions) from the eval outputs of every example (lists in
@@ -122,13 +128,21 @@ class TaskKind:
         """Write one split's predictions under `folder` (nothing by default)."""
 
 
-def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array):
+def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array,
+                        smoothing: float = 0.0):
     """(summed cross-entropy over labelled tokens, their count) for `[batch, seq,
-    classes]` logits and `[batch, seq]` labels where IGNORE marks no target."""
+    classes]` logits and `[batch, seq]` labels where IGNORE marks no target.
+
+    With `smoothing` e, the target is (1 - e) on the label plus e spread evenly
+    over the classes (`transformers`' LabelSmoother): (1 - e) * nll + e * the
+    mean of -log p, computed without a `[batch, seq, classes]` target."""
     import optax
     valid = (labels != IGNORE) & (weights[:, None] > 0)
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    logits = logits.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+    if smoothing:
+        uniform = jax.nn.logsumexp(logits, axis=-1) - logits.mean(axis=-1)
+        losses = (1 - smoothing) * losses + smoothing * uniform
     return jnp.where(valid, losses, 0.0).sum(), valid.sum().astype(jnp.float32)
 
 

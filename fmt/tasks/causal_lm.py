@@ -32,7 +32,9 @@ class CausalLM(TokenLM):
 
     def featurize(self, model, records, split, source) -> Features:
         if records and isinstance(records[0], dict):
-            return self._pairs(model.tokenizer, records, split, source)
+            return pair_features(model.tokenizer, [r["prompt"] for r in records],
+                                 [r["response"] for r in records], self.config.max_seq_length,
+                                 split, source)
         c = self.config
         if c.text_mode == "block":  # a generated text breaks its lines where the data did
             records = [t + "\n" for t in records]
@@ -47,36 +49,6 @@ class CausalLM(TokenLM):
                         pad_values={"input_ids": encoded.pad_id, "labels": IGNORE},
                         info=encoded.info)
 
-    def _pairs(self, tokenizer, records, split, source) -> Features:
-        """Prompt then response then end-of-sequence, labelled on the response and
-        the end only; pairs longer than max_seq_length lose the response's end."""
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise UserError(f"{self.config.model}: the tokenizer has no end-of-sequence "
-                            "token, which prompt/response training appends to each response")
-        prompts = tokenizer([r["prompt"] for r in records], add_special_tokens=True)["input_ids"]
-        responses = tokenizer([r["response"] for r in records],
-                              add_special_tokens=False)["input_ids"]
-        limit, ids, labels, cut = self.config.max_seq_length, [], [], 0
-        for prompt, response in zip(prompts, responses):
-            if len(prompt) >= limit:
-                raise UserError(f"{source}: a prompt of {len(prompt)} tokens leaves no room "
-                                f"for its response in --config.max_seq_length={limit}; raise it "
-                                f"or shorten the prompts")
-            row = np.asarray([*prompt, *response, eos], np.int32)
-            label = np.concatenate([np.full(len(prompt), IGNORE, np.int32), row[len(prompt):]])
-            if len(row) > limit:
-                cut += 1
-                row, label = row[:limit], label[:limit]
-            ids.append(row)
-            labels.append(label)
-        if cut:
-            log.warning("%s: %d of %d %s pairs are longer than --config.max_seq_length=%d; their "
-                        "responses are cut", source, cut, len(records), split, limit)
-        return Features(tokens={"input_ids": ids, "labels": labels},
-                        pad_values={"input_ids": pad_id(tokenizer), "labels": IGNORE},
-                        info={"source": source, "mode": "pairs"})
-
     def loss(self, logits, batch):
         targets = batch["labels"][:, 1:]
         if "segment_ids" in batch:  # packed: the next example's first token is no target
@@ -87,3 +59,33 @@ class CausalLM(TokenLM):
     def eval_outputs(self, logits, batch):
         return token_lm_outputs(logits[:, :-1], batch["labels"][:, 1:], batch["weights"])
 
+
+def pair_features(tokenizer, prompts: list[str], responses: list[str], limit: int, split: str,
+                  source: str) -> Features:
+    """Prompt then response then end-of-sequence, labelled on the response and
+    the end only; pairs longer than `limit` tokens lose the response's end."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError(f"{source}: the tokenizer has no end-of-sequence token, which "
+                        "prompt/response training appends to each response")
+    prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+    ids, labels, cut = [], [], 0
+    for prompt, response in zip(prompt_ids, response_ids):
+        if len(prompt) >= limit:
+            raise UserError(f"{source}: a prompt of {len(prompt)} tokens leaves no room for its "
+                            f"response in --config.max_seq_length={limit}; raise it or shorten "
+                            "the prompts")
+        row = np.asarray([*prompt, *response, eos], np.int32)
+        label = np.concatenate([np.full(len(prompt), IGNORE, np.int32), row[len(prompt):]])
+        if len(row) > limit:
+            cut += 1
+            row, label = row[:limit], label[:limit]
+        ids.append(row)
+        labels.append(label)
+    if cut:
+        log.warning("%s: %d of %d %s pairs are longer than --config.max_seq_length=%d; their "
+                    "responses are cut", source, cut, len(prompts), split, limit)
+    return Features(tokens={"input_ids": ids, "labels": labels},
+                    pad_values={"input_ids": pad_id(tokenizer), "labels": IGNORE},
+                    info={"source": source, "mode": "pairs"})

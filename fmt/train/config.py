@@ -53,10 +53,31 @@ def default_config() -> ml_collections.ConfigDict:
     c.response_field = ""          # jsonl: the field holding the response; "" = plain text
     c.mlm_probability = 0.15       # share of tokens to predict (80% [MASK], 10% random, 10% kept)
     c.whole_word_masking = False   # mask all sub-tokens of a chosen word together
+    # Seq2seq (summarisation, translation): .jsonl with source and target fields, parallel
+    # text files (train_file=DIR/train reads DIR/train.<source_lang> and .<target_lang>), or
+    # a TFDS builder (cnn_dailymail, xsum, wmt14_translate/de-en, ...).
+    c.source_field = "source"      # jsonl: the field holding the input text
+    c.target_field = "target"      # jsonl: the field holding the output text
+    c.references_field = ""        # jsonl: a list of references to score against (the first
+                                   # is the target); "" = the target alone
+    c.source_lang = "en"           # parallel files / TFDS translation: the source language
+    c.target_lang = "de"           # ... and the target language
+    c.source_prefix = ""           # put before every source (T5: "summarize: ",
+                                   # "translate English to German: ")
+    c.max_target_length = 128      # longer targets are truncated; also the most tokens generated
+    c.label_smoothing = 0.0        # share of each target's probability spread over the vocabulary
+    c.generation_metrics = ("bleu",)  # scored on generated dev text: bleu (BLEU, chrF) and/or
+                                      # rouge (ROUGE-1/2/L/Lsum); () = no generation, perplexity only
+    c.num_beams = 1                # generation: 1 = greedy, else beam search
+    c.length_penalty = 1.0         # beam search: scores divided by length ** length_penalty
+    c.early_stopping = False       # beam search: stop a row once num_beams hypotheses ended
+    c.no_repeat_ngram_size = 0     # generation: never repeat an n-gram of this size; 0 = off
+    c.min_length = 0               # generation: no end token before this many decoder tokens
     # From scratch: a new model of this size around the tokenizer in --config.model's folder
     # (experiments/train_tokenizer.py); WordPiece gives a BERT, byte-level BPE a RoBERTa.
     c.from_scratch = False         # build a new model instead of loading weights
-    c.scratch_family = ""          # from scratch: gpt2 or llama (a decoder); "" = BERT or
+    c.scratch_family = ""          # from scratch: gpt2 or llama (a decoder), bart or t5 (an
+                                   # encoder-decoder, layers each side); "" = BERT or
                                    # RoBERTa, as the tokenizer is WordPiece or BPE
     c.scratch_layers = 4           # from scratch: number of layers
     c.scratch_hidden = 256         # from scratch: hidden size

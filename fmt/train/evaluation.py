@@ -1,9 +1,12 @@
 """Evaluation: every feature of a split through the jitted eval step, in batches
 as training batches them, and the per-row outputs handed back in the data's order."""
 
+import jax
+
 from fmt.data import batching
 from fmt.data.features import Features
-from fmt.train import sharding
+from fmt.errors import UserError
+from fmt.train import sharding, step
 
 
 def eval_outputs(eval_step, params, data: Features, task, feed: sharding.BatchFeeder,
@@ -32,3 +35,22 @@ def evaluate(eval_step, params, data: Features, task, feed: sharding.BatchFeeder
     features."""
     return task.evaluate(eval_outputs(eval_step, params, data, task, feed, buckets, progress),
                          data)
+
+
+def model_outputs(model, task, features: Features, batch_size: int, buckets: tuple[int, ...],
+                  progress: bool = True, desc: str = "") -> dict[str, list]:
+    """`eval_outputs` of a loaded model (`fmt.from_pretrained`) over `features`, on
+    every local device with the params replicated: what prediction scripts run."""
+    from tqdm import tqdm
+    mesh = sharding.make_mesh("data=-1")
+    if batch_size <= 0 or batch_size % sharding.batch_devices(mesh):
+        raise UserError(f"--batch_size={batch_size}: give a positive multiple of the "
+                        f"{sharding.batch_devices(mesh)} devices")
+    feed = sharding.BatchFeeder(mesh, batch_size)
+    replicated = sharding.NamedSharding(mesh, sharding.P())
+    eval_step = jax.jit(step.make_eval_step(model.module, task),
+                        in_shardings=(replicated, feed.sharding), out_shardings=replicated)
+    with tqdm(total=len(batching.eval_plan(features, batch_size, buckets)), unit="batch",
+              desc=desc, disable=not progress) as bar:
+        return eval_outputs(eval_step, jax.device_put(model.host_params(), replicated),
+                            features, task, feed, buckets, bar)

@@ -117,9 +117,7 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
 def make_eval_step(module, task):
     """(params, batch) -> the task's per-row eval outputs, reduced on device."""
     def eval_step(params: dict, batch: dict) -> dict:
-        outputs = module.apply({"params": params}, **task.model_inputs(batch),
-                               deterministic=True)
-        return task.eval_outputs(outputs, batch)
+        return task.eval_apply(module, params, batch)
 
     return eval_step
 
