@@ -8,6 +8,8 @@ answer questions with an extractive-QA model.
       --data_dir=path/to/glue_data --output=submission/
   python experiments/predict.py --model=runs/squad/model --input=questions.json \
       --output=answers.json
+  python experiments/predict.py --model=runs/translate/model --input=test.en \
+      --output=test.de --num_beams=4
 
 --model is the model/ folder that finetune.py wrote. With --input (.csv, .tsv or
 .jsonl) the output has the input's format, every column, and `label` (the
@@ -17,6 +19,9 @@ leaderboard file of the task's test split(s) (`index\tprediction`); a folder
 gets the leaderboard's file names (SST-2.tsv, MNLI-m.tsv and MNLI-mm.tsv, ...).
 A question-answering model (a squad.py run's) reads --input as SQuAD .json or
 .jsonl (question, context; answers not needed) and writes id -> answer as JSON.
+A seq2seq model (T5/BART, or a decoder trained with --task=seq2seq) reads
+sources from a .jsonl file (--source_field) or one per line from any other text
+file, and writes .jsonl rows with `prediction` added, or one prediction per line.
 Mistakes end with one line naming what to fix (--verbose shows the traceback).
 """
 
@@ -45,6 +50,23 @@ _DOC_STRIDE = flags.DEFINE_integer("doc_stride", 128, "QA: tokens shared by neig
 _MAX_ANSWER_LENGTH = flags.DEFINE_integer("max_answer_length", 30, "QA: longest answer, tokens.")
 _NULL_THRESHOLD = flags.DEFINE_float("null_score_diff_threshold", None, "QA, SQuAD v2 models: "
                                      "answer '' when no-answer beats the best span by more.")
+_TASK = flags.DEFINE_enum("task", "auto", ["auto", "classification", "question_answering",
+                                           "seq2seq"],
+                          "What the model does; auto reads it from its config.json "
+                          "(a decoder fine-tuned for seq2seq needs --task=seq2seq).")
+_SOURCE_FIELD = flags.DEFINE_string("source_field", "source", "Seq2seq, .jsonl input: the "
+                                    "field holding the source text.")
+_SOURCE_PREFIX = flags.DEFINE_string("source_prefix", "", "Seq2seq: put before every source, "
+                                     "as in training (T5: 'summarize: ').")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Seq2seq: the most tokens "
+                                       "generated per source.")
+_NUM_BEAMS = flags.DEFINE_integer("num_beams", 1, "Seq2seq: 1 = greedy, else beam search.")
+_LENGTH_PENALTY = flags.DEFINE_float("length_penalty", 1.0, "Seq2seq beam search: scores are "
+                                     "divided by length ** length_penalty.")
+_NO_REPEAT = flags.DEFINE_integer("no_repeat_ngram_size", 0, "Seq2seq: never repeat an n-gram "
+                                  "of this size; 0 = off.")
+_MIN_LENGTH = flags.DEFINE_integer("min_length", 0, "Seq2seq: no end token before this many "
+                                   "decoder tokens.")
 _PROGRESS_BAR = flags.DEFINE_bool("progress_bar", True, "tqdm progress bar on stderr.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show tracebacks for errors in input.")
 flags.mark_flags_as_required(["model", "output"])
@@ -59,7 +81,22 @@ def main(argv):
     from fmt.errors import UserError
     try:
         check_flags(UserError)
-        if _is_question_answering(_MODEL.value):
+        task = _TASK.value if _TASK.value != "auto" else _task_of(_MODEL.value)
+        if task == "seq2seq":
+            if not _INPUT.value:
+                raise UserError("a seq2seq model writes targets for --input=FILE (.jsonl or "
+                                "one source per line); --glue_task is for classifiers")
+            from fmt import predict_seq2seq
+            predict_seq2seq.generate_file(
+                _MODEL.value, _INPUT.value, _OUTPUT.value, source_field=_SOURCE_FIELD.value,
+                source_prefix=_SOURCE_PREFIX.value, batch_size=_BATCH_SIZE.value,
+                max_seq_length=_MAX_SEQ_LENGTH.value or 512,
+                max_new_tokens=_MAX_NEW_TOKENS.value, num_beams=_NUM_BEAMS.value,
+                length_penalty=_LENGTH_PENALTY.value, no_repeat_ngram_size=_NO_REPEAT.value,
+                min_length=_MIN_LENGTH.value, progress=_PROGRESS_BAR.value)
+            print(_OUTPUT.value)
+            return
+        if task == "question_answering":
             if not _INPUT.value:
                 raise UserError("a question-answering model answers --input=FILE (SQuAD .json "
                                 "or .jsonl); --glue_task is for classifiers")
@@ -88,15 +125,19 @@ def main(argv):
     print("\n".join(written))
 
 
-def _is_question_answering(folder: str) -> bool:
-    """Whether the folder's config.json names a `*ForQuestionAnswering` architecture."""
+def _task_of(folder: str) -> str:
+    """The task a model folder's config.json names by its architecture's suffix."""
     import json
     import pathlib
     config = pathlib.Path(folder).expanduser() / "config.json"
     if not config.is_file():
-        return False  # load_classifier says what is wrong with the folder
+        return "classification"  # load_classifier says what is wrong with the folder
     architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    return any(a.endswith("ForQuestionAnswering") for a in architectures)
+    from fmt.tasks import KINDS
+    for kind, task in (("question_answering", "question_answering"), ("seq2seq_lm", "seq2seq")):
+        if any(a.endswith(KINDS[kind].architecture_suffix) for a in architectures):
+            return task
+    return "classification"
 
 
 def check_flags(error) -> None:

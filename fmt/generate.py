@@ -25,7 +25,7 @@ import numpy as np
 
 from fmt.errors import UserError
 from fmt.tracing import Traced
-from fmt.models import layers
+from fmt.models import heads, layers
 
 
 
@@ -78,7 +78,9 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
 
 def check_decoder(model) -> None:
     """Generation needs a decoder (its backbone has a cache) with its LM head."""
-    if model.task != "causal_lm" or not hasattr(model.module.encoder, "decode"):
+    backbone = model.module.encoder
+    if not (isinstance(model.module.head, heads.CausalLMHead) and hasattr(backbone, "decode")
+            and not getattr(backbone, "is_encoder_decoder", False)):
         raise UserError(f"generate needs a decoder loaded with task='causal_lm'; this is a "
                         f"{model.config.model_type} model for {model.task!r}")
 
@@ -231,3 +233,22 @@ def padding_id(model, eos: list[int], pad_token_id: int | None) -> int:
         if candidate is not None:
             return int(candidate)
     return 0
+
+
+def continuations(module, params, ids, prompt_mask, *, eos_ids: tuple[int, ...], pad_id: int,
+                  max_new_tokens: int) -> jax.Array:
+    """Greedy continuations `[batch, max_new_tokens]` (pad after a row's end) of
+    the prompts that open each row of `ids`, where `prompt_mask` marks them
+    (what follows, such as a training row's response, is ignored): pure, for
+    a jitted step. Each prompt moves to the right end of its row, the layout
+    the decode loop wants, and decodes against the KV cache."""
+    length = ids.shape[1]
+    source = jnp.arange(length)[None, :] - (length - prompt_mask.sum(axis=1))[:, None]
+    real = source >= 0
+    left = jnp.where(real, jnp.take_along_axis(ids, jnp.maximum(source, 0), axis=1), pad_id)
+    tokens, _ = _decode_loop(
+        decoding_module(module), params, left.astype(jnp.int32), real.astype(jnp.int32),
+        jax.random.key(0), jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0),
+        jnp.asarray(eos_ids, jnp.int32), jnp.int32(pad_id), max_new_tokens=max_new_tokens,
+        do_sample=False, return_logits=False)
+    return tokens

@@ -190,7 +190,8 @@ def build(config, task: str = "classification", num_outputs: int = 2, dtype=jnp.
           param_dtype=jnp.float32, remat: bool = False) -> tuple[TaskModel, HeadSpec]:
     """The Flax module of a family's backbone with the head that `task` needs."""
     family = FAMILIES[config.model_type][0]
-    head = family.head(_kinds()[task].head, config, num_outputs, dtype, param_dtype)
+    head = family.head(_kinds()[task].head_for(family), config, num_outputs, dtype,
+                       param_dtype)
     backbone = family.backbone(config, pooler=head.pooler, dtype=dtype,
                                param_dtype=param_dtype, remat=remat)
     return TaskModel(encoder=backbone, head=head.module), head

@@ -6,6 +6,8 @@ computes it; exact resume; one-line errors for bad input."""
 
 import json
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,6 +82,15 @@ def test_translation_end_to_end_matches_transformers_generate(tmp_path, bpe_toke
         out = model.generate(**batch, max_new_tokens=40, num_beams=1, do_sample=False)
     expected = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
     assert [p["prediction"] for p in predicted] == expected
+
+    # experiments/predict.py writes the same targets for the same sources.
+    sources_file, output = tmp_path / "val.en", tmp_path / "val.de"
+    sources_file.write_text("\n".join(sources) + "\n", encoding="utf-8")
+    subprocess.run([sys.executable, "experiments/predict.py", f"--model={folder}",
+                    f"--input={sources_file}", f"--output={output}", "--max_new_tokens=40",
+                    "--batch_size=8", "--progress_bar=false"], check=True, cwd=ROOT,
+                   capture_output=True)
+    assert output.read_text(encoding="utf-8").splitlines() == expected
 
 
 def test_summarization_with_t5_and_several_references(tmp_path, bpe_tokenizer):
@@ -171,3 +182,34 @@ def test_bad_seq2seq_input(tmp_path, bpe_tokenizer):
                                           "--config.source_prefix=translate: "))
     assert "--config.source_prefix" in result.stderr and "bart" in result.stderr, \
         result.stderr[-2000:]
+
+
+def test_decoder_only_translation_matches_transformers_generate(tmp_path, bpe_tokenizer):
+    """The same translate.py config with a GPT-2 from scratch: the source as prompt,
+    the target as continuation; its greedy continuations equal `transformers`'
+    generate on the exported GPT2LMHeadModel."""
+    import torch
+    import transformers
+    workdir = tmp_path / "run"
+    run_finetune(*translate_args(bpe_tokenizer, workdir, "--config.scratch_family=gpt2",
+                                 "--config.scratch_hidden=128", "--config.scratch_intermediate=256",
+                                 "--config.batch_size=32", "--config.max_train_examples=2000",
+                                 "--config.max_steps=60", "--config.learning_rate=2e-3",
+                                 "--config.dropout=0", "--config.max_seq_length=96"))
+    results = json.loads((workdir / "results.json").read_text())
+    assert {"bleu", "chrf", "perplexity"} <= set(results)
+    predicted = rows(workdir / "predictions_validation.jsonl")
+    sources = [p["source"] for p in predicted]
+    assert len(sources) == 24 and sum(bool(p["prediction"]) for p in predicted) >= 12
+
+    folder = workdir / "model"
+    assert json.loads((folder / "config.json").read_text())["architectures"] == \
+        ["GPT2LMHeadModel"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    batch = tokenizer([s + "\n" for s in sources], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=40, do_sample=False)
+    expected = [t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                                          skip_special_tokens=True)]
+    assert [p["prediction"] for p in predicted] == expected

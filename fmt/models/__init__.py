@@ -11,7 +11,8 @@
   of the backbone's weights;
 - `with_dropout(config, rate)` and `max_positions(config)`;
 - `head(kind, config, num_outputs, dtype, param_dtype) -> heads.HeadSpec` for
-  each head kind it has (task kinds name the head they need);
+  each head kind it has, listed in `HEAD_KINDS` (task kinds name the head
+  they need);
 - optionally `TASK_PREFIXES = True`: its checkpoints expect a task prefix on
   their sources (T5), so seq2seq does not warn about `--config.source_prefix`.
 

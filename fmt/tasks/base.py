@@ -87,6 +87,11 @@ class TaskKind:
 
     # --- model side -------------------------------------------------------------
     @classmethod
+    def head_for(cls, family) -> str:
+        """The head kind a family (a module of fmt.models) gets for this kind."""
+        return cls.head
+
+    @classmethod
     def num_outputs(cls, label_names, model_config) -> int:
         """The head's width: one per label, 1 for regression (no label names)."""
         return 1 if label_names is None else len(label_names)

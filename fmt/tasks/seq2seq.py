@@ -8,6 +8,10 @@ Sources (after `--config.source_prefix`, T5's "summarize: ") are the encoder's
 `TokenGroup`, padded to target buckets of their own. The loss is the mean
 (optionally label-smoothed) cross-entropy over the global batch's target tokens.
 
+A decoder-only model (GPT-2, Llama) takes the same data as prompt and
+continuation: `--config.source_prefix`, the source and a line break, then the
+target and the end token, learnt on the target only; it generates greedily.
+
 Evaluation keeps each row's summed loss (perplexity) and, unless
 `--config.generation_metrics` is empty, generates inside the eval step with
 the search `--config.num_beams` etc. ask for (fmt/generate_seq2seq.py); the
@@ -28,6 +32,7 @@ from fmt.data.tokenize import pad_id
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 from fmt.metrics import generation as text_metrics
+from fmt.model import is_encoder_decoder
 from fmt.models.encdec import shift_right
 from fmt.tasks.base import Splits, TokenLM, token_cross_entropy, token_lm_metrics, \
     token_lm_outputs
@@ -48,6 +53,7 @@ class Seq2SeqLM(TokenLM):
         self.metric_names = (*generated, "perplexity", "loss", "accuracy")
         self.search = None      # the generation settings, once a model is known
         self.tokenizer = None
+        self.decoder_only = False  # a GPT-2/Llama model, prompted with the source
 
     # --- data -----------------------------------------------------------------
     def load(self) -> Splits:
@@ -77,17 +83,28 @@ class Seq2SeqLM(TokenLM):
             evals["test"], origins["test"] = read(c.test_file), c.test_file
         return Splits("seq2seq", train, evals, origins)
 
+    @classmethod
+    def head_for(cls, family) -> str:
+        """An encoder-decoder's seq2seq head; a decoder-only family (GPT-2, Llama)
+        continues a prompt with its causal-LM head."""
+        return cls.head if cls.head in family.HEAD_KINDS else "causal_lm"
+
     def featurize(self, model, records, split, source) -> Features:
         c, tokenizer = self.config, model.tokenizer
+        if not records:
+            raise UserError(f"{source}: no {split} pairs")
         self.tokenizer = tokenizer
-        if self.search is None and c.generation_metrics:
+        self.decoder_only = not is_encoder_decoder(model.module)
+        info = {"sources": [r["source"] for r in records],
+                "references": [r.get("references") or [r["target"]] for r in records]}
+        if self.decoder_only:
+            return self._prompted(model, records, split, source, info)
+        if c.generation_metrics and self.search is None:
             from fmt import generate_seq2seq
             self.search = generate_seq2seq.settings_for(
                 model, max_new_tokens=c.max_target_length, num_beams=c.num_beams,
                 length_penalty=c.length_penalty, early_stopping=c.early_stopping,
                 no_repeat_ngram_size=c.no_repeat_ngram_size, min_length=c.min_length)
-        if not records:
-            raise UserError(f"{source}: no {split} pairs")
         if c.source_prefix and split == "train" and not getattr(model.family, "TASK_PREFIXES",
                                                                 False):
             log.warning("--config.source_prefix=%r: %s models were not trained with task "
@@ -104,22 +121,63 @@ class Seq2SeqLM(TokenLM):
                     "decoder_input_ids": [shift_right(t, start, pad) for t in labels],
                     "labels": labels},
             pad_values={"input_ids": pad, "decoder_input_ids": pad, "labels": IGNORE},
-            info={"sources": [r["source"] for r in records],
-                  "references": [r.get("references") or [r["target"]] for r in records]},
-            groups=(TokenGroup(DECODER, "decoder_attention_mask",
-                               batching.bucket_lengths(c.max_target_length)),))
+            info=info, groups=(TokenGroup(DECODER, "decoder_attention_mask",
+                                          batching.bucket_lengths(c.max_target_length)),))
+
+    def _prompted(self, model, records, split, source, info) -> Features:
+        """A decoder-only model's rows: the prompt (prefix, source, line break), then
+        the target and the end token, learnt on the target only; evaluation
+        continues the prompt greedily."""
+        from fmt import generate
+        from fmt.tasks.causal_lm import pair_features
+        c = self.config
+        if (c.num_beams, c.no_repeat_ngram_size, c.min_length) != (1, 0, 0):
+            raise UserError(f"--config.num_beams={c.num_beams}, no_repeat_ngram_size="
+                            f"{c.no_repeat_ngram_size}, min_length={c.min_length}: a decoder-only "
+                            f"{model.config.model_type} model generates greedily here; set them "
+                            "to 1, 0 and 0")
+        prompts = [f"{c.source_prefix}{r['source']}\n" for r in records]
+        features = pair_features(model.tokenizer, prompts, [r["target"] for r in records],
+                                 c.max_seq_length, split, source)
+        longest = max(int((label == IGNORE).sum()) for label in features.tokens["labels"])
+        if longest + c.max_target_length > model.max_positions:
+            raise UserError(f"--config.max_target_length={c.max_target_length}: a prompt of "
+                            f"{longest} tokens plus that many generated exceeds the model's "
+                            f"{model.max_positions} positions; lower it or --config."
+                            "max_seq_length")
+        if c.generation_metrics:
+            eos = generate.end_ids(model.config, None)
+            self.search = (tuple(eos), generate.padding_id(model, eos, None),
+                           c.max_target_length)
+        features.info.update(info)
+        return features
 
     # --- model side -------------------------------------------------------------
+    def _targets(self, logits, batch):
+        """(logits, labels) that line up: a decoder-only model predicts the next token."""
+        if self.decoder_only:
+            return logits[:, :-1], batch["labels"][:, 1:]
+        return logits, batch["labels"]
+
     def loss(self, logits, batch):
-        return token_cross_entropy(logits, batch["labels"], batch["weights"],
+        return token_cross_entropy(*self._targets(logits, batch), batch["weights"],
                                    self.config.label_smoothing)
 
     def eval_outputs(self, logits, batch):
-        return token_lm_outputs(logits, batch["labels"], batch["weights"])
+        return token_lm_outputs(*self._targets(logits, batch), batch["weights"])
 
     def eval_apply(self, module, params, batch):
         outputs = super().eval_apply(module, params, batch)
-        if self.search is not None:
+        if self.search is None:
+            return outputs
+        if self.decoder_only:
+            from fmt import generate
+            eos, pad, new = self.search
+            prompt = (batch["labels"] == IGNORE) & (batch["attention_mask"] > 0)
+            outputs["generated"] = generate.continuations(
+                module, params, batch["input_ids"], prompt, eos_ids=eos, pad_id=pad,
+                max_new_tokens=new)
+        else:
             from fmt import generate_seq2seq
             outputs["generated"] = generate_seq2seq.search(
                 module, params, batch["input_ids"], batch["attention_mask"], self.search)
@@ -130,8 +188,7 @@ class Seq2SeqLM(TokenLM):
         metrics = token_lm_metrics(outputs)
         if "generated" not in outputs:
             return metrics, None
-        texts = [t.strip() for t in self.tokenizer.batch_decode(
-            np.stack(outputs["generated"]), skip_special_tokens=True)]
+        texts = self.texts(outputs)
         references = features.info["references"]
         scores = text_metrics.generation_metrics(texts, references,
                                                  self.config.generation_metrics)
@@ -139,6 +196,11 @@ class Seq2SeqLM(TokenLM):
                         for k, v in scores.items()})
         return metrics, [{"source": s, "references": r, "prediction": p}
                          for s, r, p in zip(features.info["sources"], references, texts)]
+
+    def texts(self, outputs) -> list[str]:
+        """The generated text of every example (eval outputs' `generated` ids)."""
+        return [t.strip() for t in self.tokenizer.batch_decode(
+            np.stack(outputs["generated"]), skip_special_tokens=True)]
 
     def write_predictions(self, folder: pathlib.Path, split, features, predictions):
         """`predictions_<split>.jsonl`: source, references and the generated text."""
