@@ -16,7 +16,7 @@ from fmt.data.features import IGNORE  # noqa: E402
 from fmt.data.text import read_pairs  # noqa: E402
 from fmt.tasks.causal_lm import CausalLM  # noqa: E402
 from fmt.train.config import default_config  # noqa: E402
-from test_resume import record, start_and_wait  # noqa: E402
+from test_resume import killed_then_resumed  # noqa: E402
 
 PAIRS = [{"prompt": "Q: who speaks first?\nA:", "response": " the first citizen"},
          {"prompt": "Q: what do they resolve?\nA:", "response": " rather to die than to famish"},
@@ -168,16 +168,8 @@ def test_packed_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
              "--config.text_mode=line", "--config.dropout=0.1", "--config.log_every_steps=1",
              "--config.eval_every_steps=15"]
     folder = tiny_decoder("gpt2")
-    clean = tmp_path / "clean"
-    run_finetune(*clm_args(folder, clean, *extra))
-    broken = tmp_path / "broken"
-    args = clm_args(folder, broken, *extra)
-    process = start_and_wait(args, broken, 1, 11)
-    process.kill()
-    process.wait()
-    assert not (broken / "results.json").exists()
-    run_finetune(*args)
-    assert record(broken) == record(clean)
+    clean, resumed = killed_then_resumed(lambda w: clm_args(folder, w, *extra), tmp_path, 11)
+    assert resumed == clean
 
 
 def test_bad_input(tiny_decoder, tmp_path):

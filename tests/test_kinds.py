@@ -4,13 +4,12 @@ pretraining into a classifier, NER predictions and exports, and bad input."""
 
 import json
 import pathlib
-import signal
 
 import pytest
 
 from conftest import ROOT, run_finetune
 from test_bad_input import error_line
-from test_resume import record, start_and_wait
+from test_resume import killed_then_resumed
 
 TEXT = ROOT / "tests/data/text/tinyshakespeare_first3000.txt"
 NER = ROOT / "tests/data/ner"
@@ -57,17 +56,9 @@ def test_mlm_resume_after_sigkill_is_identical(tmp_path, tiny_model):
     (dropout on) ends with the same params, metrics and results."""
     extra = ["--config.max_steps=24", "--config.checkpoint_every_steps=4",
              "--config.dropout=0.1", "--config.eval_every_steps=12"]
-    clean = tmp_path / "clean"
-    run_finetune(*mlm_args(tiny_model, clean, *extra))
-    broken = tmp_path / "broken"
-    args = mlm_args(tiny_model, broken, *extra)
-    process = start_and_wait(args, broken, 1, 10)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (broken / "results.json").exists()
-    run_finetune(*args)
-    assert record(broken) == record(clean)
-    results = json.loads((clean / "results.json").read_text())
+    clean, resumed = killed_then_resumed(lambda w: mlm_args(tiny_model, w, *extra), tmp_path, 10)
+    assert resumed == clean
+    results = json.loads((tmp_path / "clean/results.json").read_text())
     assert set(results) == {"step", "main_metric", "perplexity", "loss", "accuracy"}
 
 

@@ -152,8 +152,7 @@ def test_lora_classifier_trains_its_head(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_lora_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
-    from conftest import run_finetune
-    from test_resume import record, start_and_wait
+    from test_resume import killed_then_resumed
     folder = tiny_decoder("gpt2")
     args = lambda workdir: [
         "--config=experiments/configs/clm.py", f"--workdir={workdir}", f"--config.model={folder}",
@@ -161,13 +160,8 @@ def test_lora_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
         "--config.learning_rate=5e-3", "--config.lora_rank=4", "--config.log_every_steps=1",
         "--config.max_steps=24", "--config.checkpoint_every_steps=4", "--config.dropout=0.1",
         "--config.eval_every_steps=12"]
-    run_finetune(*args(tmp_path / "clean"))
-    process = start_and_wait(args(tmp_path / "broken"), tmp_path / "broken", 1, 9)
-    process.kill()
-    process.wait()
-    assert not (tmp_path / "broken/results.json").exists()
-    run_finetune(*args(tmp_path / "broken"))
-    assert record(tmp_path / "broken") == record(tmp_path / "clean")
+    clean, resumed = killed_then_resumed(args, tmp_path, 9)
+    assert resumed == clean
     adapter = lambda w: (w / "adapter/adapter_model.safetensors").read_bytes()
     assert adapter(tmp_path / "broken") == adapter(tmp_path / "clean")
 

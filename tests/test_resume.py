@@ -51,6 +51,19 @@ def start_and_wait(args, workdir, devices, until_step: int) -> subprocess.Popen:
     return process
 
 
+def killed_then_resumed(args, root: pathlib.Path, until_step: int) -> tuple[dict, dict]:
+    """(record of an uninterrupted run, record of the same run killed with SIGKILL
+    past `until_step` and resumed); `args(workdir)` gives finetune.py's flags."""
+    clean, broken = root / "clean", root / "broken"
+    run_finetune(*args(clean))
+    process = start_and_wait(args(broken), broken, 1, until_step)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (broken / "results.json").exists()
+    run_finetune(*args(broken))
+    return record(clean), record(broken)
+
+
 @pytest.mark.parametrize("devices", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_at_random_steps_then_resume_is_identical(devices, tmp_path, tiny_model):
     extra = ["--config.max_steps=36", "--config.checkpoint_every_steps=4",

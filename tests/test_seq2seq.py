@@ -5,7 +5,6 @@ fields padded to buckets of their own; label smoothing as `transformers`
 computes it; exact resume; one-line errors for bad input."""
 
 import json
-import signal
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 
 from conftest import ROOT, run_finetune
 from test_bad_input import error_line
-from test_resume import record, start_and_wait
+from test_resume import killed_then_resumed
 
 TRANSLATION = ROOT / "tests/data/translation"
 SUMMARIZATION = ROOT / "tests/data/summarization"
@@ -151,16 +150,9 @@ def test_label_smoothing_matches_transformers():
 def test_seq2seq_resume_after_sigkill_is_identical(tmp_path, bpe_tokenizer):
     extra = ["--config.max_steps=24", "--config.checkpoint_every_steps=4",
              "--config.eval_every_steps=12", "--config.max_train_examples=256"]
-    clean = tmp_path / "clean"
-    run_finetune(*translate_args(bpe_tokenizer, clean, *extra))
-    broken = tmp_path / "broken"
-    args = translate_args(bpe_tokenizer, broken, *extra)
-    process = start_and_wait(args, broken, 1, 10)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (broken / "results.json").exists()
-    run_finetune(*args)
-    assert record(broken) == record(clean)
+    clean, resumed = killed_then_resumed(lambda w: translate_args(bpe_tokenizer, w, *extra),
+                                         tmp_path, 10)
+    assert resumed == clean
 
 
 def test_bad_seq2seq_input(tmp_path, bpe_tokenizer):

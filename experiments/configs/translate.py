@@ -16,7 +16,7 @@ holds source, references and prediction.
 
 import pathlib
 
-from fmt.train.config import default_config
+from fmt.train.config import default_config, seq2seq_scratch
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "tests/data/translation"
 
@@ -36,19 +36,8 @@ def get_config(preset: str = "finetune"):
     config.batch_size = 32
     config.num_epochs = 3.0
     config.num_buckets = 4
-    if preset == "scratch":  # a BART of ~10M parameters (hidden 256, 3 + 3 layers)
-        config.from_scratch = True
-        config.scratch_family = "bart"
-        config.scratch_layers = 3
-        config.scratch_hidden = 256
-        config.scratch_heads = 4
-        config.scratch_intermediate = 1024
-        config.scratch_positions = 256
-        config.dropout = 0.1
-        config.label_smoothing = 0.1
-        config.learning_rate = 5e-4
-        config.warmup_ratio = 0.05
-        config.num_epochs = 10.0
+    if preset == "scratch":
+        seq2seq_scratch(config, positions=256, epochs=10.0)
     elif preset != "finetune":
         raise ValueError(f"translate.py:{preset}: presets are 'finetune' and 'scratch'")
     return config

@@ -108,13 +108,7 @@ class Attention(nn.Module):
             source = x if kv is None else kv
             key, value = project(source, "key"), project(source, "value")
         if cache_index is not None:
-            shape = (batch, mask.shape[-1], self.num_heads, self.head_dim)
-            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
-            slot = (0, cache_index, 0, 0)
-            cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, slot)
-            cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, slot)
-            key, value = cached_key.value, cached_value.value
+            key, value = layers.cached(self, key, value, cache_index, mask.shape[-1])
         if deterministic or self.dropout_rate == 0.0:
             context = jax.nn.dot_product_attention(
                 query, key, value, bias=None if bias is None else bias.astype(query.dtype),

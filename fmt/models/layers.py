@@ -306,6 +306,19 @@ def repeat_kv(x: jax.Array, groups: int) -> jax.Array:
     return x if groups == 1 else jnp.repeat(x, groups, axis=2)
 
 
+def cached(module: nn.Module, key: jax.Array, value: jax.Array, index, slots: int):
+    """A KV cache step: this call's keys and values `[batch, tokens, heads,
+    head_dim]` written to `module`'s 'cache' `cached_key` / `cached_value`
+    `[batch, slots, heads, head_dim]` from slot `index` on; returns every slot's."""
+    shape = (key.shape[0], slots) + key.shape[2:]
+    cached_key = module.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
+    cached_value = module.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
+    slot = (0, index, 0, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, slot)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, slot)
+    return cached_key.value, cached_value.value
+
+
 class CausalSelfAttention(nn.Module):
     """A decoder's self-attention: separate query/key/value projections, grouped-
     query heads (`num_kv_heads` dividing `num_heads`), RoPE when given the
@@ -350,13 +363,7 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             query, key = apply_rope(query, rope), apply_rope(key, rope)
         if cache_index is not None:
-            shape = (batch, mask.shape[-1], self.num_kv_heads, self.head_dim)
-            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
-            slot = (0, cache_index, 0, 0)
-            cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, slot)
-            cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, slot)
-            key, value = cached_key.value, cached_value.value
+            key, value = cached(self, key, value, cache_index, mask.shape[-1])
         scale = self.head_dim ** -0.5 if self.scale is None else self.scale
         if deterministic or self.dropout_rate == 0.0:
             context = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)

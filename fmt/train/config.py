@@ -130,3 +130,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.export_model = True          # write the fine-tuned model as a HF folder at the end
     c.progress_bar = True          # tqdm progress bar on stderr
     return c
+
+
+def seq2seq_scratch(config, positions: int, epochs: float):
+    """The `:scratch` presets of translate.py and summarize.py: a BART of ~10M
+    parameters (hidden 256, 3 + 3 layers) around the tokenizer in --config.model,
+    with dropout and label smoothing, at a learning rate for training from zero."""
+    config.update(from_scratch=True, scratch_family="bart", scratch_layers=3, scratch_hidden=256,
+                  scratch_heads=4, scratch_intermediate=1024, scratch_positions=positions,
+                  dropout=0.1, label_smoothing=0.1, learning_rate=5e-4, warmup_ratio=0.05,
+                  num_epochs=epochs)
+    return config
