@@ -205,3 +205,18 @@ def test_decoder_only_translation_matches_transformers_generate(tmp_path, bpe_to
     expected = [t.strip() for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                                           skip_special_tokens=True)]
     assert [p["prediction"] for p in predicted] == expected
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_bfloat16_training(family, tmp_path, bpe_tokenizer):
+    """bf16 compute (float32 params and loss): the loss falls as in float32."""
+    workdir = tmp_path / "run"
+    run_finetune(*translate_args(bpe_tokenizer, workdir, f"--config.scratch_family={family}",
+                                 "--config.dtype=bfloat16", "--config.max_steps=24",
+                                 "--config.max_eval_examples=8", "--config.dropout=0",
+                                 "--config.generation_metrics=()"))
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["train_loss"] for line in lines if "train_loss" in line]
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    assert set(json.loads((workdir / "results.json").read_text())) == {
+        "step", "main_metric", "perplexity", "loss", "accuracy"}
