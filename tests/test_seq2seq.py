@@ -217,6 +217,6 @@ def test_bfloat16_training(family, tmp_path, bpe_tokenizer):
                                  "--config.generation_metrics=()"))
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = [line["train_loss"] for line in lines if "train_loss" in line]
-    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
     assert set(json.loads((workdir / "results.json").read_text())) == {
         "step", "main_metric", "perplexity", "loss", "accuracy"}
