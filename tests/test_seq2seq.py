@@ -207,6 +207,7 @@ def test_decoder_only_translation_matches_transformers_generate(tmp_path, bpe_to
     assert [p["prediction"] for p in predicted] == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bart", "t5"])
 def test_bfloat16_training(family, tmp_path, bpe_tokenizer):
     """bf16 compute (float32 params and loss): the loss falls as in float32."""
