@@ -36,7 +36,7 @@ def get_config(preset: str = "finetune"):
     config.num_epochs = 3.0
     config.num_buckets = 4
     if preset == "scratch":
-        seq2seq_scratch(config, positions=512, epochs=20.0)
+        seq2seq_scratch(config, positions=512, epochs=6.0)
     elif preset != "finetune":
         raise ValueError(f"summarize.py:{preset}: presets are 'finetune' and 'scratch'")
     return config
