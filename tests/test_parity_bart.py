@@ -21,8 +21,8 @@ transformers = pytest.importorskip("transformers")
 import fmt  # noqa: E402
 from conftest import user_error  # noqa: E402
 from fmt.models import bart  # noqa: E402
-from fmt.train import sharding  # noqa: E402
 from test_parity import ATOL, max_diff  # noqa: E402
+from test_parity_decoders import logical_specs_checked  # noqa: E402
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as BART's
 PAD, START = 1, 2
@@ -299,15 +299,8 @@ def test_unsupported_configs_and_heads_are_user_errors(checkpoint):
 def test_every_param_has_logical_axis_names(checkpoint, variant):
     from jax.sharding import PartitionSpec
     _, _, model = checkpoint(variant)
-    specs = model.logical_specs
-    flat_specs = jax.tree_util.tree_flatten_with_path(
-        specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
-    params = jax.tree.leaves(model.params)
-    assert len(flat_specs) == len(params) == len(model.name_map())
-    known = {name for name, _ in sharding.LOGICAL_RULES}
-    for (path, spec), param in zip(flat_specs, params):
-        assert len(spec) == param.ndim, (path, spec)
-        assert any(spec) and set(filter(None, spec)) <= known, (path, spec)
+    specs = logical_specs_checked(model)
+    assert len(jax.tree.leaves(model.params)) == len(model.name_map())
     backbone = specs["encoder"]
     assert backbone["shared"]["embedding"] == PartitionSpec("vocab", "embed")
     decoder = backbone["decoder"]["layer_0"]

@@ -307,11 +307,11 @@ def test_segments_attend_only_within_themselves(checkpoint, variant):
 
 # --- 5. sharding names -----------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", ["gpt2", "llama"])
-def test_every_param_has_logical_axis_names(checkpoint, variant):
+def logical_specs_checked(model) -> dict:
+    """The model's logical specs, after checking that every param has one of the
+    sharding rules' names on each axis (at least one named)."""
     import jax
     from jax.sharding import PartitionSpec
-    _, _, model = checkpoint(variant)
     specs = model.logical_specs
     flat_specs = jax.tree_util.tree_flatten_with_path(
         specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
@@ -321,6 +321,14 @@ def test_every_param_has_logical_axis_names(checkpoint, variant):
     for (path, spec), param in zip(flat_specs, params):
         assert len(spec) == param.ndim, (path, spec)
         assert any(spec) and set(filter(None, spec)) <= known, (path, spec)
+    return specs
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_every_param_has_logical_axis_names(checkpoint, variant):
+    from jax.sharding import PartitionSpec
+    _, _, model = checkpoint(variant)
+    specs = logical_specs_checked(model)
     encoder = specs["encoder"]
     assert encoder["word"]["embedding"] == PartitionSpec("vocab", "embed")
     assert encoder["layer_0"]["attention"]["key"]["kernel"] == PartitionSpec("embed", "heads")

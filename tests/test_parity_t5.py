@@ -25,8 +25,8 @@ import fmt  # noqa: E402
 from conftest import user_error  # noqa: E402
 from fmt.generate import decoding_module  # noqa: E402
 from fmt.models import t5  # noqa: E402
-from fmt.train import sharding  # noqa: E402
 from test_parity import ATOL, max_diff  # noqa: E402
+from test_parity_decoders import logical_specs_checked  # noqa: E402
 
 TEXTS = ["the cat sat on the mat", "a dog ran fast", "big red dogs sat",
          "the small blue cat ran on and on to the mat", "translate english to german",
@@ -263,15 +263,7 @@ def test_remat_and_dropout(checkpoint):
 def test_every_param_has_logical_axis_names(checkpoint):
     from jax.sharding import PartitionSpec
     _, _, model = checkpoint("v1_1")
-    specs = model.logical_specs
-    flat_specs = jax.tree_util.tree_flatten_with_path(
-        specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
-    params = jax.tree.leaves(model.params)
-    assert len(flat_specs) == len(params)
-    known = {name for name, _ in sharding.LOGICAL_RULES}
-    for (path, spec), param in zip(flat_specs, params):
-        assert len(spec) == param.ndim, (path, spec)
-        assert any(spec) and set(filter(None, spec)) <= known, (path, spec)
+    specs = logical_specs_checked(model)
     backbone = specs["encoder"]
     assert backbone["shared"]["embedding"] == PartitionSpec("vocab", "embed")
     assert backbone["encoder"]["relative_attention_bias"]["embedding"] == PartitionSpec(
