@@ -61,7 +61,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
     eos = end_ids(model.config, eos_token_id)
     pad = padding_id(model, eos, pad_token_id)
     # Positions count real tokens only, so the bucket may pass the model's limit.
-    bucket = 1 << max(5, (longest - 1).bit_length())
+    bucket = prompt_bucket(longest)
     prompt_ids, prompt_mask = left_padded(ids, mask, bucket, pad)
     tokens, logits = _decode(
         decoding_module(model.module), model.params, jnp.asarray(prompt_ids),
@@ -74,6 +74,12 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int,
     prompts = np.where((mask == left_mask).all(axis=1, keepdims=True), ids, left_ids)
     out = np.concatenate([prompts, np.asarray(tokens, ids.dtype)], axis=1)
     return (out, np.asarray(logits)) if return_logits else out
+
+
+def prompt_bucket(length: int) -> int:
+    """The padded width of inputs of `length` tokens: a power of two from 32, so
+    that calls of similar lengths share a compilation."""
+    return 1 << max(5, (length - 1).bit_length())
 
 
 def check_decoder(model) -> None:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fmt.errors import UserError
-from fmt.generate import as_batch, decoding_module, end_ids, is_end, padding_id
+from fmt.generate import as_batch, decoding_module, end_ids, is_end, padding_id, prompt_bucket
 from fmt.tracing import Traced
 
 NEG = -1.0e9  # transformers' "very negative" score for beams that cannot be chosen
@@ -323,7 +323,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int, **op
     if limit and width > limit:
         raise UserError(f"sources of {width} tokens (padding included) exceed the model's "
                         f"{limit} positions; shorten them")
-    bucket = 1 << max(5, (width - 1).bit_length())
+    bucket = prompt_bucket(width)
     bucket = min(bucket, limit) if limit else bucket
     padded = np.full((len(ids), bucket), settings.pad_token_id, np.int32)
     padded_mask = np.zeros((len(ids), bucket), np.int32)

@@ -15,7 +15,8 @@ import pathlib
 
 from fmt import model as model_lib
 from fmt.data import batching
-from fmt.data.rows import file_extension, jsonl_rows, read_text
+from fmt.data.rows import jsonl_rows, read_text
+from fmt.data.seq2seq import text_lines
 from fmt.errors import UserError
 from fmt.files import write_text_atomic
 from fmt.tasks.seq2seq import Seq2SeqLM
@@ -61,10 +62,9 @@ def generate_file(folder: str, input_path: str, output_path: str, *, source_fiel
 def _sources(path: str, field: str) -> list[tuple[dict, str]]:
     """(row to write back, source text) per example: a .jsonl file's rows, or the
     lines of any other text file."""
-    text = read_text(path, empty="file is empty; it needs one source per line")
     if path.endswith(".jsonl"):
-        file_extension(path, (".jsonl",), "sources")
         rows = []
+        text = read_text(path, empty="file is empty; it needs one source per line")
         for number, row in jsonl_rows(path, text):
             source = row.get(field)
             if not isinstance(source, str) or not source.strip():
@@ -72,7 +72,7 @@ def _sources(path: str, field: str) -> list[tuple[dict, str]]:
                                 "field with --source_field")
             rows.append((row, source))
         return rows
-    lines = text.rstrip("\n").split("\n")
+    lines = text_lines(path)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             raise UserError(f"{path}:{number}: empty line; write one source per line")

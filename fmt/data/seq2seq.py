@@ -48,8 +48,8 @@ def read_parallel(source_path: str, target_path: str) -> list[dict]:
     of example i, line i of `target_path` its target. Both files need the same
     number of lines and no empty line (a final newline ends the last line; it
     does not start another)."""
-    sources = _lines(source_path)
-    targets = _lines(target_path)
+    sources = text_lines(source_path)
+    targets = text_lines(target_path)
     if len(sources) != len(targets):
         raise UserError(f"{source_path} has {len(sources)} lines but {target_path} has "
                         f"{len(targets)}; parallel files need one example per line in both "
@@ -181,7 +181,7 @@ def read_files(path: str, source_field: str = "source", target_field: str = "tar
                     f"--config.target_lang)")
 
 
-def _lines(path: str) -> list[str]:
+def text_lines(path: str) -> list[str]:
     """The lines of a text file, blank ones kept (they are examples too), CRLF
     tolerated; a final newline ends the last line."""
     lines = [line.removesuffix("\r")

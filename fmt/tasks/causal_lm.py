@@ -66,8 +66,8 @@ def pair_features(tokenizer, prompts: list[str], responses: list[str], limit: in
     the end only; pairs longer than `limit` tokens lose the response's end."""
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise UserError(f"{source}: the tokenizer has no end-of-sequence token, which "
-                        "prompt/response training appends to each response")
+        raise UserError(f"{tokenizer.name_or_path}: the tokenizer has no end-of-sequence "
+                        "token, which prompt/response training appends to each response")
     prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
     ids, labels, cut = [], [], 0

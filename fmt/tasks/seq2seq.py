@@ -26,6 +26,7 @@ import pathlib
 
 import numpy as np
 
+from fmt import generate, generate_seq2seq
 from fmt.data import batching, datasets, seq2seq as readers
 from fmt.data.features import IGNORE, Features, TokenGroup
 from fmt.data.tokenize import pad_id
@@ -36,6 +37,7 @@ from fmt.model import is_encoder_decoder
 from fmt.models.encdec import shift_right
 from fmt.tasks.base import Splits, TokenLM, token_cross_entropy, token_lm_metrics, \
     token_lm_outputs
+from fmt.tasks.causal_lm import pair_features
 
 log = logging.getLogger("fmt")
 
@@ -100,7 +102,6 @@ class Seq2SeqLM(TokenLM):
         if self.decoder_only:
             return self._prompted(model, records, split, source, info)
         if c.generation_metrics and self.search is None:
-            from fmt import generate_seq2seq
             self.search = generate_seq2seq.settings_for(
                 model, max_new_tokens=c.max_target_length, num_beams=c.num_beams,
                 length_penalty=c.length_penalty, early_stopping=c.early_stopping,
@@ -128,8 +129,6 @@ class Seq2SeqLM(TokenLM):
         """A decoder-only model's rows: the prompt (prefix, source, line break), then
         the target and the end token, learnt on the target only; evaluation
         continues the prompt greedily."""
-        from fmt import generate
-        from fmt.tasks.causal_lm import pair_features
         c = self.config
         if (c.num_beams, c.no_repeat_ngram_size, c.min_length) != (1, 0, 0):
             raise UserError(f"--config.num_beams={c.num_beams}, no_repeat_ngram_size="
@@ -171,14 +170,12 @@ class Seq2SeqLM(TokenLM):
         if self.search is None:
             return outputs
         if self.decoder_only:
-            from fmt import generate
             eos, pad, new = self.search
             prompt = (batch["labels"] == IGNORE) & (batch["attention_mask"] > 0)
             outputs["generated"] = generate.continuations(
                 module, params, batch["input_ids"], prompt, eos_ids=eos, pad_id=pad,
                 max_new_tokens=new)
         else:
-            from fmt import generate_seq2seq
             outputs["generated"] = generate_seq2seq.search(
                 module, params, batch["input_ids"], batch["attention_mask"], self.search)
         return outputs
