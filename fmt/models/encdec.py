@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fmt.data.features import IGNORE
-from fmt.models import layers
+from fmt.models import attention, layers
 
 Dtype = jnp.dtype
 
@@ -76,8 +76,7 @@ class Attention(nn.Module):
     values to `cached_key`/`cached_value` `[batch, slots, heads, head_dim]`
     (slots: the mask's last axis) and attends to every slot; with
     `cache_kv`, cross-attention projects `kv` once and keeps it as
-    `cross_key`/`cross_value`. Dropout on the probabilities takes the explicit
-    softmax path, as in `layers.SelfAttention`.
+    `cross_key`/`cross_value`. The product itself is `attention.attend`'s.
     """
     num_heads: int
     head_dim: int
@@ -109,17 +108,8 @@ class Attention(nn.Module):
             key, value = project(source, "key"), project(source, "value")
         if cache_index is not None:
             key, value = layers.cached(self, key, value, cache_index, mask.shape[-1])
-        if deterministic or self.dropout_rate == 0.0:
-            context = jax.nn.dot_product_attention(
-                query, key, value, bias=None if bias is None else bias.astype(query.dtype),
-                mask=mask, scale=self.scale)
-        else:
-            logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * self.scale
-            if bias is not None:
-                logits = logits + bias.astype(jnp.float32)
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-            probs = nn.Dropout(self.dropout_rate)(jax.nn.softmax(logits, axis=-1),
-                                                  deterministic=False)
-            context = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+        context = attention.attend(
+            query, key, value, mask, scale=self.scale, bias=bias, dropout_rate=self.dropout_rate,
+            dropout_rng=attention.dropout_key(self, self.dropout_rate, deterministic))
         context = context.reshape(batch, length, inner)
         return layers.dense(hidden, ("heads", "embed"), name="out", **kw)(context)

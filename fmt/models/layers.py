@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fmt.models import attention
+
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -71,13 +73,9 @@ def embed(num: int, features: int, axes: tuple[str, str], *, init_std: float,
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over a padding mask.
-
-    The fast path is `jax.nn.dot_product_attention` (XLA or cuDNN kernels). Dropout
-    on the attention probabilities, which BERT trains with, has no place in that
-    fused kernel, so training with `dropout_rate > 0` takes the explicit
-    softmax path; evaluation always takes the fused one.
-    """
+    """Multi-head self-attention over a boolean mask from `encoder_mask`; the
+    product itself (fused, with dropout, or in query blocks for long rows) is
+    `attention.attend`'s."""
     num_heads: int
     dropout_rate: float = 0.0
     init_std: float = 0.02
@@ -93,22 +91,11 @@ class SelfAttention(nn.Module):
         query = split(dense(hidden, ("embed", "heads"), name="query", **kw)(x))
         key = split(dense(hidden, ("embed", "heads"), name="key", **kw)(x))
         value = split(dense(hidden, ("embed", "heads"), name="value", **kw)(x))
-        # [batch, 1 (heads), 1 (queries), keys]: padded keys are never attended.
-        key_mask = mask[:, None, None, :].astype(bool)
-        if deterministic or self.dropout_rate == 0.0:
-            context = jax.nn.dot_product_attention(query, key, value, mask=key_mask)
-        else:
-            context = self._attention_with_dropout(query, key, value, key_mask)
+        context = attention.attend(
+            query, key, value, mask, dropout_rate=self.dropout_rate,
+            dropout_rng=attention.dropout_key(self, self.dropout_rate, deterministic))
         context = context.reshape(batch, length, hidden)
         return dense(hidden, ("heads", "embed"), name="out", **kw)(context)
-
-    def _attention_with_dropout(self, query, key, value, key_mask):
-        scale = query.shape[-1] ** -0.5
-        logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * scale
-        logits = jnp.where(key_mask, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=False)
-        return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
 
 
 class MLP(nn.Module):
@@ -150,6 +137,17 @@ class PostLNLayer(nn.Module):
         h = MLP(self.intermediate_size, self.activation, name="mlp", **kw)(x)
         h = nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
         return layer_norm(self.layer_norm_eps, name="mlp_norm", **norm_kw)(x + h)
+
+
+def encoder_mask(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Which keys each query of an encoder may attend to, as a bool array
+    broadcastable to `[batch, heads, queries, keys]`: every real key,
+    `[batch, 1, 1, keys]`; with `segment_ids` (packed rows) only the keys of the
+    query's own segment, `[batch, 1, queries, keys]` (padding, segment 0,
+    attends to padding: never read, and never a row without keys)."""
+    if segment_ids is None:
+        return attention_mask.astype(bool)[:, None, None, :]
+    return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
 
 
 # --- decoder building blocks (GPT-2, Llama family) ------------------------------
@@ -299,13 +297,6 @@ def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
-def repeat_kv(x: jax.Array, groups: int) -> jax.Array:
-    """Grouped-query attention's key/value heads `[b, s, kv_heads, d]`, each
-    repeated for the `groups` query heads that share it: query head n reads
-    key/value head n // groups, as in `transformers`."""
-    return x if groups == 1 else jnp.repeat(x, groups, axis=2)
-
-
 def cached(module: nn.Module, key: jax.Array, value: jax.Array, index, slots: int):
     """A KV cache step: this call's keys and values `[batch, tokens, heads,
     head_dim]` written to `module`'s 'cache' `cached_key` / `cached_value`
@@ -330,9 +321,8 @@ class CausalSelfAttention(nn.Module):
     values (after RoPE; only the `num_kv_heads`) are written to the 'cache'
     collection's `cached_key` and `cached_value` `[batch, slots, kv_heads,
     head_dim]` from slot `cache_index` on, and the queries attend to every
-    slot through a `cache_mask` (whose last axis sizes the cache). Dropout on
-    the attention probabilities takes the explicit softmax path, as in
-    `SelfAttention`.
+    slot through a `cache_mask` (whose last axis sizes the cache). The product
+    itself, grouped heads included, is `attention.attend`'s.
     """
     num_heads: int
     num_kv_heads: int
@@ -364,17 +354,9 @@ class CausalSelfAttention(nn.Module):
             query, key = apply_rope(query, rope), apply_rope(key, rope)
         if cache_index is not None:
             key, value = cached(self, key, value, cache_index, mask.shape[-1])
-        scale = self.head_dim ** -0.5 if self.scale is None else self.scale
-        if deterministic or self.dropout_rate == 0.0:
-            context = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale)
-        else:
-            groups = self.num_heads // self.num_kv_heads
-            key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-            logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * scale
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-            probs = nn.Dropout(self.dropout_rate)(jax.nn.softmax(logits, axis=-1),
-                                                  deterministic=False)
-            context = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+        context = attention.attend(
+            query, key, value, mask, scale=self.scale, dropout_rate=self.dropout_rate,
+            dropout_rng=attention.dropout_key(self, self.dropout_rate, deterministic))
         context = context.reshape(batch, length, self.num_heads * self.head_dim)
         return dense(hidden, ("heads", "embed"), name="out", use_bias=self.out_bias, **kw)(context)
 
