@@ -37,6 +37,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from fmt.train.cli import quiet_logging
     quiet_logging()
+    from fmt import compile_cache
+    compile_cache.enable(_CONFIG.value.compilation_cache)  # before anything compiles
     start_distributed()
     import jax
     if jax.process_index() != 0:

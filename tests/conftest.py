@@ -34,6 +34,15 @@ def device_env(devices: int) -> dict:
     return env
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> pathlib.Path:
+    """The runs' compiled steps go to a folder of this session, not ~/.cache/fmt/jax
+    (finetune.py's "auto" cache takes JAX_COMPILATION_CACHE_DIR when it is set)."""
+    folder = tmp_path_factory.mktemp("jax-cache")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> pathlib.Path:
     """A random 2-layer BERT folder with the real MiniLM tokenizer: fast to train."""

@@ -20,6 +20,7 @@ from fmt.train.writers import write_json_atomic
 RECORDING_FIELDS = frozenset({
     "remat", "progress_bar", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "export_model", "eval_batch_size", "max_eval_examples",
+    "compilation_cache",
 })
 SHOWN_DIFFERENCES = 3  # differing fields named in a refusal
 
