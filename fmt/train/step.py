@@ -5,12 +5,43 @@ The train state is a plain dict: `params`, `opt_state`, `step` and `rng` (the
 run's base key; each step's dropout key is `fold_in(rng, step)`, so randomness
 is a function of (seed, step) and survives a resume unchanged), and with LoRA
 `frozen`, the params that no update touches.
+
+The `rng` is raw uint32 key data (`jax.random.key_data`), so checkpoints hold a
+plain array; the step wraps it as a key of the run's PRNG implementation
+(`--config.rng_impl`), which sets what dropout's random bits cost. The step of
+all-MiniLM-L6-v2 at batch 32 on 2 CPU cores (experiments/bench_dropout.py):
+
+                  64 tokens   128 tokens
+  dropout off      700 ms     1572 ms
+  philox4x32       752        1707
+  threefry2x32     785        1876
+  rbg              799        1850
+  unsafe_rbg       810        1873
+
+  philox4x32    Philox-4x32-10 in JAX arithmetic: as portable as threefry (the
+                same bits on every backend and sharding, each device drawing only
+                its shard) at half to two thirds of its dropout cost on CPU.
+                Not measured on GPU or TPU.
+  threefry2x32  JAX's default, and fmt's before this option: 20 add-rotate-xor
+                rounds per draw; slow to compile and to run on TPU.
+  rbg           XLA's RngBitGenerator for the bits (threefry for fold_in): the
+                fastest on TPU (take it there); CPU and GPU expand it into Philox
+                arithmetic, on CPU no faster than threefry. Its bits differ by
+                backend, and XLA does not split a sharded draw across devices
+                unless told to (TPU: --xla_tpu_spmd_rng_bit_generator_unsafe=1),
+                which then makes the bits depend on the sharding.
+  unsafe_rbg    rbg that also derives keys (fold_in, split) with RngBitGenerator:
+                a derivation of untested quality, and no faster here, where a
+                step derives a few dozen keys.
+
+Each is a pure function of (seed, step): a resume is bit-exact.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fmt.errors import UserError
 from fmt.train import optim
 from fmt.train.optim import decay_mask
 
@@ -38,9 +69,26 @@ def _whole(params, frozen):
     return params
 
 
+RNG_IMPLS = ("philox4x32", "threefry2x32", "rbg", "unsafe_rbg")  # --config.rng_impl; see above
+
+
+def check_rng_impl(impl: str) -> None:
+    """Only the implementations weighed above, named as the flag that chose them."""
+    if impl not in RNG_IMPLS:
+        raise UserError(f"--config.rng_impl={impl!r}: choose one of {', '.join(RNG_IMPLS)}")
+
+
+def initial_rng(seed: int, impl: str = "threefry2x32") -> jax.Array:
+    """The state's `rng`: the run's base key as raw key data (threefry2x32: the
+    uint32[2] that `fold_in(PRNGKey(seed), 1)` has always been)."""
+    check_rng_impl(impl)
+    return jax.random.key_data(jax.random.fold_in(jax.random.key(seed, impl=impl), 1))
+
+
 def make_train_step(module, task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0,
-                    grad_accum_steps: int = 1, materialize=_whole):
+                    grad_accum_steps: int = 1, materialize=_whole,
+                    rng_impl: str = "threefry2x32"):
     """One optimizer update over a batch, whose gradient is accumulated over
     `grad_accum_steps` microbatches: the same update as the whole batch at once,
     since the loss is the weighted sum over all rows divided by their weight.
@@ -54,7 +102,8 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
 
     `materialize(params, frozen)` gives the model's params from the trained ones
     and the state's `frozen` part (LoRA: fmt.train.trainable); by default the
-    trained params are all of them.
+    trained params are all of them. `rng_impl` reads the state's `rng` (made by
+    `initial_rng` with the same implementation).
     """
     def summed_loss(params, batch, rng, frozen):
         outputs = module.apply({"params": materialize(params, frozen)},
@@ -64,7 +113,8 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         params, frozen = state["params"], state.get("frozen")
-        step_rng = jax.random.fold_in(state["rng"], state["step"])
+        base = jax.random.wrap_key_data(state["rng"], impl=rng_impl)
+        step_rng = jax.random.fold_in(base, state["step"])
 
         def accumulate(carry, micro):
             index, microbatch = micro

@@ -22,6 +22,10 @@ RECORDING_FIELDS = frozenset({
     "keep_checkpoints", "export_model", "eval_batch_size", "max_eval_examples",
     "compilation_cache",
 })
+# Fields added or renamed since older workdirs were recorded, with what runs did
+# before them: an older run resumes when the new value does the same (an older
+# run resumes bit-exactly with --config.rng_impl=threefry2x32).
+FORMER_DEFAULTS = {"rng_impl": "threefry2x32", "packing": False, "pack": False}
 SHOWN_DIFFERENCES = 3  # differing fields named in a refusal
 
 
@@ -40,6 +44,7 @@ def check_workdir(workdir: str, config) -> epath.Path:
     if saved.is_file() and holds_a_run(path):
         old = json.loads(saved.read_text(encoding="utf-8"))
         new = json.loads(config.to_json())
+        old, new = ({**FORMER_DEFAULTS, **record} for record in (old, new))
         changed = sorted(k for k in old.keys() | new.keys()
                          if k not in RECORDING_FIELDS and old.get(k) != new.get(k))
         if changed:
