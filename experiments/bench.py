@@ -1,17 +1,18 @@
 """How fast fmt fine-tunes, against what a researcher would otherwise run.
 
 Trains all-MiniLM-L6-v2 (or --model) for --steps steps of --batch examples drawn
-from SST-2's training set, its real length distribution, three ways, each in a
+from SST-2's training set, its real length distribution, several ways, each in a
 fresh process so that peak memory is its own:
 
-  fmt     fmt's train step, length buckets fitted to the data (--num_buckets)
-  pad128  the same train step, every batch padded to --seq_len (the classic Flax
-          GLUE example)
-  torch   PyTorch `transformers` BertForSequenceClassification with AdamW and
-          dynamic padding (each batch padded to its longest sequence)
+  fmt      fmt's train step on packed rows (`--config.packing`, fmt.data.packing)
+  buckets  the same step on length buckets fitted to the data (--num_buckets)
+  pad128   the same step, every batch padded to --seq_len (the classic Flax
+           GLUE example)
+  torch    PyTorch `transformers` BertForSequenceClassification with AdamW and
+           dynamic padding (each batch padded to its longest sequence)
 
-All three see the same examples; fmt groups them by length, the others take
-them in random batches. Reported: examples/s, real (non-pad) tokens/s, padding
+All see the same examples: fmt draws them as stratified batches, buckets groups
+them by length, the others take them in random batches. Reported: examples/s, real (non-pad) tokens/s, padding
 efficiency (real / computed tokens), compilations and compile seconds, peak
 host memory (and device memory on a GPU), and MFU: model FLOPs of the computed
 shapes per second over the matmul peak measured here on the same device. The
@@ -22,15 +23,17 @@ last line is one JSON object.
   python experiments/bench.py --model=bert-base-uncased --dtype=bfloat16  # a GPU
 """
 
+import dataclasses
 import json
 import os
 import pathlib
-import resource
-import subprocess
 import sys
 import time
 
 from absl import app, flags
+
+import bench_sweep
+from bench_common import matmul_peak, peak_mb, train_flops
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _MODEL = flags.DEFINE_string("model", "sentence-transformers/all-MiniLM-L6-v2",
@@ -45,17 +48,28 @@ _NUM_BUCKETS = flags.DEFINE_integer("num_buckets", 10, "fmt's bucket count (fitt
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Compute dtype (torch: autocast).")
 _REMAT = flags.DEFINE_bool("remat", False, "fmt: recompute layer activations.")
-_PEERS = flags.DEFINE_list("peers", ["fmt", "pad128", "torch"], "What to run.")
-_SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's scaling table over seq_len x batch "
-                           "instead (a shape whose step needs more than half the host's "
-                           "memory is reported, not run).")
+_PEERS = flags.DEFINE_list("peers", ["fmt", "buckets", "torch"],
+                           "What to run: fmt, buckets, pad128, torch.")
+_SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's and the peer's speed, MFU and peak "
+                           "memory by shape (--sweep_shapes) instead (a shape whose step "
+                           "needs more than half the host's memory is reported, not run).")
+_SWEEP_SHAPES = flags.DEFINE_list("sweep_shapes", ["64x32", "128x32", "256x32", "512x32",
+                                                   "128x8", "512x8", "1024x8"],
+                                  "SEQ_LENxBATCH shapes of --sweep.")
 _SWEEP_STEPS = flags.DEFINE_integer("sweep_steps", 1, "Timed steps per sweep shape, at least "
                                      "(more while under 5 s).")
+_END_TO_END = flags.DEFINE_bool("end_to_end", False, "Time whole runs instead, command to "
+                                "results.json, fmt (cold and warm compilation cache) against "
+                                "torch_peer.py (experiments/bench_end_to_end.py).")
+_E2E_TASKS = flags.DEFINE_list("end_to_end_tasks", ["cola:3", "sst2:1"],
+                               "GLUE TASK:EPOCHS of --end_to_end.")
+_E2E_WARM = flags.DEFINE_bool("end_to_end_warm", True, "--end_to_end: also rerun fmt on the "
+                              "cache its first run filled.")
+_E2E_OVERRIDES = flags.DEFINE_list("end_to_end_overrides", [], "--end_to_end: config "
+                                   "overrides for both peers, e.g. learning_rate=1e-4,seed=0.")
 _PEER = flags.DEFINE_string("peer", "", "Internal: run one peer in this process.")
+_SWEEP_SHAPE = flags.DEFINE_string("sweep_shape", "", "Internal: the sweep shape of --peer.")
 _PEAK = flags.DEFINE_float("peak_flops", 0.0, "Internal: the measured matmul peak.")
-
-SWEEP_LENGTHS = (64, 128, 256, 512)
-SWEEP_BATCHES = (8, 32, 128)
 
 
 # --- shared: the examples, the FLOPs, the clock -----------------------------
@@ -78,35 +92,29 @@ def _examples(tokenizer):
                            allow_empty=True)
 
 
-def _batches(encoded):
-    """The sample every peer trains on, as fmt's bucketed batches and as random ones.
-
-    fmt's plan is shuffled over buckets, so its first batches are a fair sample
-    of the training set; the others get the same examples in random batches.
-    """
+def _batches(encoded, mode: str = "random", quantum: int = 1):
+    """The sample every peer trains on (the first stratified batches of an epoch:
+    a fair sample of the training set), as `mode` batches it: "packed" (fmt's
+    packed plan over the sample, row length and counts chosen over the whole
+    set), "buckets" (length buckets fitted to the set), or "random" batches."""
     import numpy as np
-    from fmt.data import batching
+    from fmt.data import batching, packing
+    from fmt.data.features import Features
     lengths = encoded.lengths
-    buckets = batching.fit_bucket_lengths(lengths, _NUM_BUCKETS.value, int(lengths.max()))
-    count = _STEPS.value + max(len(buckets), 3)  # room for warm-up batches
-    plan = batching.train_plan(encoded, _BATCH.value, buckets, seed=0, epoch=0)[:count]
-    sample = np.concatenate([indices for indices, _ in plan])
+    count = _STEPS.value + _NUM_BUCKETS.value + 3  # room for warm-up batches
+    sample = np.concatenate(packing.stratified_batches(lengths, _BATCH.value, 0, 0)[:count])
+    if mode == "packed":
+        shapes = packing.choose(lengths, _BATCH.value, _SEQ_LEN.value, 0, 1, quantum)
+        plan = packing.plan(lengths[sample], _BATCH.value, shapes, 0, 0)
+        return [(dataclasses.replace(p, examples=sample[p.examples]), n) for p, n in plan]
+    if mode == "buckets":
+        buckets = batching.fit_bucket_lengths(lengths, _NUM_BUCKETS.value, int(lengths.max()))
+        subset = Features({"input_ids": [encoded.tokens["input_ids"][i] for i in sample]})
+        plan = batching.train_plan(subset, _BATCH.value, buckets, 0, 0)
+        return [(sample[indices], n) for indices, n in plan]
     shuffled = np.random.default_rng(0).permutation(sample)
-    random = [shuffled[i:i + _BATCH.value] for i in range(0, len(shuffled), _BATCH.value)]
-    return plan, random
-
-
-def train_flops(config, rows: int, length: int) -> float:
-    """Model FLOPs of one training step on [rows, length] (forward + backward = 3x
-    forward; 2 FLOPs per multiply-add; weight matmuls and attention scores)."""
-    h, layers = config.hidden_size, config.num_hidden_layers
-    weights = layers * (4 * h * h + 2 * h * config.intermediate_size)
-    attention = layers * 2 * length * h  # Q.K^T and P.V, per token
-    return 6.0 * rows * length * (weights + attention) + 6.0 * rows * h * h  # + pooler
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return [(shuffled[i:i + _BATCH.value], _SEQ_LEN.value)
+            for i in range(0, len(shuffled) - _BATCH.value + 1, _BATCH.value)]
 
 
 def _summary(name, seconds, batches, real_tokens, computed_tokens, flops, peak_flops, **extra):
@@ -116,33 +124,14 @@ def _summary(name, seconds, batches, real_tokens, computed_tokens, flops, peak_f
                 padding_efficiency=real_tokens / computed_tokens,
                 step_ms=1000 * seconds / steps,
                 mfu=flops / seconds / peak_flops if peak_flops else None,
-                peak_mb=_peak_mb(), **extra)
-
-
-# --- the matmul peak ---------------------------------------------------------
-
-def matmul_peak(dtype: str) -> float:
-    """The best FLOP/s of jitted matmuls shaped like the model's and larger."""
-    import jax
-    import jax.numpy as jnp
-    best = 0.0
-    for m, k, n in [(4096, 384, 1536), (4096, 1536, 384), (4096, 768, 3072), (2048, 2048, 2048)]:
-        a = jnp.ones((m, k), dtype)
-        b = jnp.ones((k, n), dtype)
-        matmul = jax.jit(lambda a, b: a @ b)
-        matmul(a, b).block_until_ready()
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            matmul(a, b).block_until_ready()
-            times.append(time.perf_counter() - start)
-        best = max(best, 2.0 * m * k * n / min(times))
-    return best
+                peak_mb=peak_mb(), **extra)
 
 
 # --- fmt and pad128 ----------------------------------------------------------
 
-def run_fmt(padded: bool, peak_flops: float) -> dict:
+def run_fmt(mode: str, peak_flops: float) -> dict:
+    """fmt's train step over the sample as `mode` batches it ("packed", "buckets";
+    "random": every batch padded to --seq_len, the pad128 peer)."""
     import jax
     import numpy as np
     from fmt import model as model_lib
@@ -157,12 +146,10 @@ def run_fmt(padded: bool, peak_flops: float) -> dict:
     model = model_lib.from_pretrained(config.model, num_labels=2, dtype=loop.DTYPES[config.dtype],
                                       remat=config.remat)
     encoded = _examples(model.tokenizer)
-    plan, random = _batches(encoded)
-    if padded:
-        plan = [(indices, _SEQ_LEN.value) for indices in random]
     task = Classification()
-    state, steps = loop.compile_steps(config, model, task, config.max_steps,
-                                      sharding.make_mesh(config.mesh))
+    mesh = sharding.make_mesh(config.mesh)
+    plan = _batches(encoded, mode, sharding.batch_devices(mesh))
+    state, steps = loop.compile_steps(config, model, task, config.max_steps, mesh)
     feed = steps.train_feed
     # Warm-up: one step of every shape (compiles), then a timed run.
     compile_seconds.clear()
@@ -178,25 +165,38 @@ def run_fmt(padded: bool, peak_flops: float) -> dict:
     jax.block_until_ready((state, metrics))
     seconds = time.perf_counter() - start
     assert steps.train_traces.count == compilations, "recompiled while timing"
-    real = float(sum(encoded.lengths[indices].sum() for indices, _ in timed))
-    computed = float(sum(_BATCH.value * length for _, length in timed))
-    flops = sum(train_flops(model.config, _BATCH.value, length) for _, length in timed)
+    rows = [_rows(indices) for indices, _ in timed]
+    real = float(sum(encoded.lengths[_examples_of(indices)].sum() for indices, _ in timed))
+    computed = float(sum(r * length for r, (_, length) in zip(rows, timed)))
+    flops = sum(train_flops(model.config, r, length) for r, (_, length) in zip(rows, timed))
     extra = dict(compilations=compilations, compile_s=compile_s,
-                 buckets=sorted({length for _, length in plan}),
+                 shapes=sorted({(_rows(indices), length) for indices, length in plan}),
                  final_loss=float(np.asarray(sharding.to_host(metrics)["train_loss"])))
     device = jax.devices()[0]
     if device.platform != "cpu":
         extra["device_peak_mb"] = device.memory_stats()["peak_bytes_in_use"] / 2 ** 20
-    return _summary("pad128" if padded else "fmt", seconds, [i for i, _ in timed], real, computed, flops,
+    name = {"packed": "fmt", "buckets": "buckets", "random": "pad128"}[mode]
+    return _summary(name, seconds, [_examples_of(i) for i, _ in timed], real, computed, flops,
                     peak_flops, **extra)
+
+
+def _rows(indices) -> int:
+    from fmt.data import packing
+    return indices.num_rows if isinstance(indices, packing.Packed) else _BATCH.value
+
+
+def _examples_of(indices):
+    from fmt.data import batching
+    return batching.examples_in(indices)
 
 
 def _split_warmup(plan):
     """The first batch of each shape for the warm-up; the rest, `--steps` of them, timed."""
     seen, warmup, timed = set(), [], []
     for indices, length in plan:
-        (timed if length in seen else warmup).append((indices, length))
-        seen.add(length)
+        shape = (_rows(indices), length)
+        (timed if shape in seen else warmup).append((indices, length))
+        seen.add(shape)
     return warmup, timed[:_STEPS.value]
 
 
@@ -212,7 +212,7 @@ def run_torch(peak_flops: float) -> dict:
     config = _config()
     folder = hf.resolve_folder(config.model)
     encoded = _examples(hf.load_tokenizer(folder))
-    _, random = _batches(encoded)
+    random = [indices for indices, _ in _batches(encoded)]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=2)
@@ -251,96 +251,39 @@ def run_torch(peak_flops: float) -> dict:
     return _summary("torch", seconds, timed, real, computed, flops, peak_flops, **extra)
 
 
-# --- the scaling sweep -------------------------------------------------------
-
-def run_sweep(peak_flops: float) -> list[dict]:
-    """fmt's train step on full-length [batch, seq_len] batches of every sweep shape.
-    A shape whose compiled step needs more temporary memory than half the host
-    has is reported, not run."""
-    import jax
-    import numpy as np
-    from fmt import model as model_lib
-    from fmt.data.features import Features
-    from fmt.tasks.classification import Classification
-    from fmt.train import loop, sharding
-
-    config = _config()
-    model = model_lib.from_pretrained(config.model, num_labels=2, dtype=loop.DTYPES[config.dtype],
-                                      remat=config.remat)
-    budget = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    rng = np.random.default_rng(0)
-    rows = []
-    for batch in SWEEP_BATCHES:
-        config.batch_size = config.eval_batch_size = batch
-        for length in SWEEP_LENGTHS:
-            state, steps = loop.compile_steps(config, model, Classification(),
-                                              config.max_steps, sharding.make_mesh(config.mesh))
-            ids = [rng.integers(1000, model.config.vocab_size, length, dtype=np.int32)
-                   for _ in range(batch)]
-            data = Features({"input_ids": ids,
-                             "token_type_ids": [np.zeros(length, np.int32)] * batch},
-                            {"labels": rng.integers(0, 2, batch).astype(np.int32)})
-            step_batch = steps.train_feed(data, np.arange(batch), length)
-            train_step = steps.train_step.lower(state, step_batch).compile()
-            temp_mb = train_step.memory_analysis().temp_size_in_bytes / 2 ** 20
-            row = dict(seq_len=length, batch=batch, temp_mb=temp_mb)
-            if temp_mb * 2 ** 20 > budget:
-                rows.append(row)
-                print(f"sweep: {batch}x{length} skipped: needs {temp_mb:.0f} MB of "
-                      "temporaries", file=sys.stderr, flush=True)
-                continue
-            state, _ = train_step(state, step_batch)
-            jax.block_until_ready(state)
-            count, start = 0, time.perf_counter()
-            while count < _SWEEP_STEPS.value or (count < 20 and
-                                                 time.perf_counter() - start < 5.0):
-                state, _ = train_step(state, step_batch)
-                jax.block_until_ready(state)
-                count += 1
-            seconds = (time.perf_counter() - start) / count
-            row.update(examples_per_s=batch / seconds, tokens_per_s=batch * length / seconds,
-                       mfu=train_flops(model.config, batch, length) / seconds / peak_flops)
-            rows.append(row)
-            print(f"sweep: {row}", file=sys.stderr, flush=True)
-            del state, steps, step_batch, train_step
-    return rows
-
-
 # --- driver ------------------------------------------------------------------
 
-def _child(peer: str, peak_flops: float):
+def _child(peer: str, peak_flops: float, extra: tuple[str, ...] = ()) -> dict:
     """Run one peer in a fresh Python process; its JSON is the last stdout line."""
-    args = [sys.executable, __file__, f"--peer={peer}", f"--peak_flops={peak_flops}",
-            *[a for a in sys.argv[1:] if not a.startswith(("--peer", "--peers"))]]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode:
-        sys.exit(f"bench: the {peer} run failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
+    return bench_sweep.child_process(__file__, peer, sys.argv[1:],
+                                     [f"--peak_flops={peak_flops}", *extra])
 
 
 def main(argv):
     del argv
     if _PEER.value:
-        run = {"fmt": lambda: run_fmt(False, _PEAK.value),
-               "pad128": lambda: run_fmt(True, _PEAK.value),
-               "torch": lambda: run_torch(_PEAK.value),
-               "sweep": lambda: run_sweep(_PEAK.value)}
+        run = {"fmt": lambda: run_fmt("packed", _PEAK.value),
+               "buckets": lambda: run_fmt("buckets", _PEAK.value),
+               "pad128": lambda: run_fmt("random", _PEAK.value),
+               "torch": lambda: run_torch(_PEAK.value)}
+        if _PEER.value.startswith("sweep_"):
+            [(length, batch)] = bench_sweep.parse_shapes([_SWEEP_SHAPE.value])
+            shape = getattr(bench_sweep, _PEER.value[len("sweep_"):] + "_shape")
+            run[_PEER.value] = lambda: shape(_config(), length, batch, _PEAK.value,
+                                             _SWEEP_STEPS.value)
         print(json.dumps(run[_PEER.value]()))
+        return
+    if _END_TO_END.value:
+        import bench_end_to_end
+        bench_end_to_end.main(_E2E_TASKS.value, _DATA_DIR.value, _E2E_OVERRIDES.value,
+                              _E2E_WARM.value)
         return
     peak = matmul_peak({"float32": "float32", "bfloat16": "bfloat16"}[_DTYPE.value])
     print(f"matmul peak ({_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")
     if _SWEEP.value:
-        rows = _child("sweep", peak)
-        print("| seq_len | batch | examples/s | tokens/s | MFU | step temporaries MB |\n"
-              "|---|---|---|---|---|---|")
-        for r in rows:
-            if "mfu" not in r:
-                print(f"| {r['seq_len']} | {r['batch']} | - | - | - | {r['temp_mb']:.0f} "
-                      "(more than half the host: not run) |")
-                continue
-            print(f"| {r['seq_len']} | {r['batch']} | {r['examples_per_s']:.1f} | "
-                  f"{r['tokens_per_s']:.0f} | {r['mfu']:.2f} | {r['temp_mb']:.0f} |")
+        rows = bench_sweep.run(bench_sweep.parse_shapes(_SWEEP_SHAPES.value),
+                               [p for p in _PEERS.value if p in ("fmt", "torch")], _MODEL.value,
+                               lambda peer, extra: _child(peer, peak, extra))
         print(json.dumps({"matmul_peak_gflops": peak / 1e9, "sweep": rows}))
         return
     results = {}

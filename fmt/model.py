@@ -67,14 +67,16 @@ class Model:
             {"params": params}, ids, mask, types, deterministic=True, **extra))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
-                 segment_ids=None, decoder_input_ids=None, decoder_attention_mask=None):
+                 segment_ids=None, decoder_input_ids=None, decoder_attention_mask=None,
+                 example_spans=None):
         """The task kind's outputs for a batch of token ids, as `transformers`
         computes them: `[batch, num_labels]` (classification), `[batch, seq,
         num_labels]` (token classification), `[batch, seq, vocab]` (masked-LM,
         causal-LM), `[batch, target_len, vocab]` (seq2seq, given
         `decoder_input_ids` and optionally `decoder_attention_mask`). Decoders
         also take `positions` (default: counted over real tokens, so left
-        padding is fine) and `segment_ids` (packed rows)."""
+        padding is fine); packed rows (fmt.data.packing) give `positions`,
+        `segment_ids` and `example_spans` to encoders and decoders alike."""
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -82,7 +84,7 @@ class Model:
             token_type_ids = jnp.zeros_like(input_ids)
         extra = {name: jnp.asarray(value) for name, value in
                  (("positions", positions), ("segment_ids", segment_ids),
-                  ("decoder_input_ids", decoder_input_ids),
+                  ("example_spans", example_spans), ("decoder_input_ids", decoder_input_ids),
                   ("decoder_attention_mask", decoder_attention_mask)) if value is not None}
         return self._apply(self.host_params(), input_ids, jnp.asarray(attention_mask),
                            jnp.asarray(token_type_ids), extra)

@@ -2,6 +2,7 @@
 prompt/response pairs, packing, end-to-end runs, resume, and bad input."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import fmt  # noqa: E402
 from conftest import TEXT, run_finetune, user_error  # noqa: E402
-from fmt.data import batching  # noqa: E402
+from fmt.data import batching, packing  # noqa: E402
 from fmt.data.features import IGNORE  # noqa: E402
 from fmt.data.text import read_pairs  # noqa: E402
 from fmt.tasks.causal_lm import CausalLM  # noqa: E402
@@ -93,9 +94,11 @@ def test_packed_rows_give_each_example_its_unpacked_loss(family, tiny_decoder):
     model = fmt.from_pretrained(str(tiny_decoder(family)), task="causal_lm")
     task = kind(text_mode="line")
     features = task.featurize(model, TEXT.read_text().splitlines()[:12], "train", "lines")
-    rows = batching.pack_rows(features.lengths, 32)
+    rows = packing.pack_rows(features.lengths, 32)
     assert any(len(row) > 2 for row in rows)
-    packed = batching.make_batch(features, batching.PackedRows(tuple(rows)), 32, len(rows))
+    packed = batching.make_batch(
+        features, packing.Packed(np.arange(len(features)), tuple(rows), len(rows)), 32,
+        len(features))
 
     def token_losses(batch):
         logits = model(batch["input_ids"], batch["attention_mask"],
@@ -154,17 +157,20 @@ def test_llama_pairs_packed_run(tiny_decoder, tmp_path):
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 20))
     workdir = tmp_path / "llama"
     result = run_finetune(*clm_args(tiny_decoder("llama"), workdir, f"--config.train_file={data}",
-                                    "--config.pack=true", "--config.max_steps=6",
+                                    "--config.packing=true", "--config.max_steps=6",
                                     "--config.max_seq_length=96", preset="pairs"))
     assert json.loads((workdir / "results.json").read_text())["step"] == 6
-    # 57 training pairs: several share each row of 96 tokens, so fewer batches.
+    # 57 training pairs, 8 per batch as unpacked; several share each row of <= 96 tokens.
     steps_per_epoch = int(result.stderr.split(" per epoch")[0].rsplit("(", 1)[1])
-    assert steps_per_epoch < 57 / 8
+    assert steps_per_epoch == math.ceil(57 / 8)
+    counts = result.stderr.split("tokens, (")[1].split(")")[0]
+    assert max(int(c) for c in counts.split(",") if c.strip()) < 8
 
 
 @pytest.mark.slow
 def test_packed_resume_after_sigkill_is_identical(tiny_decoder, tmp_path):
-    extra = ["--config.max_steps=30", "--config.checkpoint_every_steps=4", "--config.pack=true",
+    extra = ["--config.max_steps=30", "--config.checkpoint_every_steps=4",
+             "--config.packing=true",
              "--config.text_mode=line", "--config.dropout=0.1", "--config.log_every_steps=1",
              "--config.eval_every_steps=15"]
     folder = tiny_decoder("gpt2")
@@ -183,9 +189,6 @@ def test_bad_input(tiny_decoder, tmp_path):
                         check=False)
     assert over.returncode == 2 and "--config.max_seq_length=256" in over.stderr
     assert "128 positions" in over.stderr
-    packed = run_finetune("--config=experiments/configs/glue.py:rte", f"--workdir={tmp_path}/p",
-                          f"--config.model={folder}", "--config.pack=true", check=False)
-    assert packed.returncode == 2 and "--config.pack" in packed.stderr.splitlines()[-1]
 
 
 def test_gpt2_classification_through_finetune(tiny_decoder, tmp_path):

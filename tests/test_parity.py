@@ -277,7 +277,7 @@ def test_minilm_encoder_hidden_states_match(minilm_path, minilm_classifier, mini
         out = base(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                    token_type_ids=torch.as_tensor(types))
     encoder = model.module.encoder
-    hidden, pooled, _ = jax.jit(lambda p, i, m, t: encoder.apply({"params": p}, i, m, t))(
+    hidden, pooled, *_ = jax.jit(lambda p, i, m, t: encoder.apply({"params": p}, i, m, t))(
         model.params["encoder"], ids, mask, types)
     real = mask.astype(bool)
     assert max_diff(np.asarray(hidden)[real], out.last_hidden_state.numpy()[real]) < ATOL

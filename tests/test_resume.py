@@ -12,7 +12,8 @@ import pytest
 from conftest import GLUE, ROOT, device_env, finetune_command, run_finetune
 
 # Facts of the process, not of the run: a resumed process times and compiles anew.
-PROCESS_FIELDS = ("examples_per_s", "tokens_per_s", "compilations")
+PROCESS_FIELDS = ("examples_per_s", "tokens_per_s", "compilations", "compile_s", "cache_hits",
+                  "cache_misses")
 
 
 def rte_args(model: pathlib.Path, workdir: pathlib.Path, *extra) -> list[str]:

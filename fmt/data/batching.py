@@ -6,40 +6,28 @@ Rows that only fill a batch up carry `weights == 0` and count nowhere. The
 training order is a pure function of (seed, epoch), so a resumed run sees the
 same batches as an uninterrupted one.
 
-Packing (`packed_plan`) is the other way to few shapes: rows of exactly one
-length, each holding as many whole examples as fit, told apart by
-`segment_ids` (1, 2, ... per row; 0 on padding) and `positions` that restart
-at 0 with each example, so a model that reads them attends within an example
-only and sees each as if alone.
+Packing (fmt.data.packing) is the other way to few shapes: several examples
+share each row of one length; a plan's batch is then a `Packed`.
 """
-
-import dataclasses
 
 import numpy as np
 
+from fmt.data import packing
 from fmt.data.features import Features
 
 Batch = dict[str, np.ndarray]
 
 
-@dataclasses.dataclass(frozen=True)
-class PackedRows:
-    """A packed batch's rows: the example indices each row holds, in order."""
-    rows: tuple[np.ndarray, ...]
-
-    def __len__(self) -> int:
-        return len(self.rows)
+# A planned batch: the example indices it holds (one per row, or a packing.Packed)
+# and the length it is padded to.
+Plan = list[tuple[np.ndarray | packing.Packed, int]]
 
 
-# A planned batch: the example indices it holds (one per row, or PackedRows) and
-# the length it is padded to.
-Plan = list[tuple[np.ndarray | PackedRows, int]]
-
-
-def examples_in(indices: np.ndarray | PackedRows) -> np.ndarray:
-    """Every example index a planned batch holds."""
-    if isinstance(indices, PackedRows):
-        return np.concatenate(indices.rows) if indices.rows else np.zeros(0, np.int64)
+def examples_in(indices: np.ndarray | packing.Packed) -> np.ndarray:
+    """Every example index a planned batch holds, in the order of its per-example
+    outputs (rows, or a packed batch's slots)."""
+    if isinstance(indices, packing.Packed):
+        return indices.examples
     return np.asarray(indices)
 
 
@@ -116,40 +104,6 @@ def train_plan(data: Features, batch_size: int, buckets: tuple[int, ...], seed: 
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
-def pack_rows(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
-    """Examples into rows of at most `capacity` tokens, first fit by decreasing
-    length (at most 11/9 of the fewest possible rows, plus one); each example in
-    exactly one row. Depends on the lengths only, so every epoch has as many
-    rows."""
-    lengths = np.asarray(lengths)
-    if len(lengths) and lengths.max() > capacity:
-        raise ValueError(f"an example of {lengths.max()} tokens does not fit a packed row "
-                         f"of {capacity}; tokenize with max_seq_length <= {capacity}")
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for index in np.argsort(-lengths, kind="stable"):
-        length = int(lengths[index])
-        # The first row with room: rows are few (examples / rows per row), so a
-        # linear scan over their free space stays cheap next to tokenizing.
-        fits = next((r for r, room in enumerate(free) if room >= length), None)
-        if fits is None:
-            rows.append([])
-            free.append(capacity)
-            fits = len(rows) - 1
-        rows[fits].append(int(index))
-        free[fits] -= length
-    return [np.sort(np.asarray(row, np.int64)) for row in rows]
-
-
-def packed_plan(rows: list[np.ndarray], batch_size: int, capacity: int, seed: int,
-                epoch: int) -> Plan:
-    """One epoch of batches of packed rows (from `pack_rows`), in an order that
-    is a pure function of (seed, epoch); the last batch may be part filler."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(rows))
-    return [(PackedRows(tuple(rows[i] for i in order[start:start + batch_size])), capacity)
-            for start in range(0, len(order), batch_size)]
-
-
 def eval_plan(data: Features, batch_size: int, buckets: tuple[int, ...]) -> Plan:
     """Every example exactly once, sorted by length so that padding stays small."""
     order = np.argsort(data.lengths, kind="stable")
@@ -158,18 +112,19 @@ def eval_plan(data: Features, batch_size: int, buckets: tuple[int, ...]) -> Plan
             for i in range(0, len(order), batch_size)]
 
 
-def make_batch(data: Features, indices: np.ndarray | PackedRows, length: int,
+def make_batch(data: Features, indices: np.ndarray | packing.Packed, length: int,
                batch_size: int, rows: np.ndarray | None = None) -> Batch:
     """Pad `indices` to `[batch_size, length]` arrays; filler rows get weight 0.
 
     Per-token fields are padded with their pad value, per-example fields keep
     their shape; `attention_mask` marks each row's tokens. `rows` selects the
     rows of that batch to build (a process builds only the rows its devices
-    hold); all of them by default. PackedRows give packed rows instead.
+    hold); all of them by default. A `Packed` batch is built whole
+    (fmt.data.packing.make_batch).
     """
+    if isinstance(indices, packing.Packed):
+        return packing.make_batch(data, indices, length, batch_size)
     rows = np.arange(batch_size) if rows is None else np.asarray(rows)
-    if isinstance(indices, PackedRows):
-        return _packed_batch(data, indices, length, rows)
     token_specs, example_specs = data.field_specs()
     # Each group's length comes from all of the batch's examples, so that every
     # process builds its rows at the same shape.
@@ -196,32 +151,3 @@ def make_batch(data: Features, indices: np.ndarray | PackedRows, length: int,
             batch[mask][out, :len(tokens[field])] = 1
         weights[out] = 1.0
     return dict(batch, weights=weights)
-
-
-def _packed_batch(data: Features, packed: PackedRows, length: int, rows: np.ndarray) -> Batch:
-    """Rows that each hold the examples of one packed row, end to end, with their
-    segment ids and restarting positions. Per-example fields cannot be packed."""
-    token_specs, example_specs = data.field_specs()
-    if example_specs or data.groups:
-        raise ValueError(f"per-example fields {sorted(example_specs)} and token groups "
-                         f"{[g.fields for g in data.groups]} cannot be packed")
-    batch = {name: np.full((len(rows), length), pad, dtype)
-             for name, (dtype, pad) in token_specs.items()}
-    segment_ids = np.zeros((len(rows), length), np.int32)
-    positions = np.zeros((len(rows), length), np.int32)
-    weights = np.zeros((len(rows),), np.float32)
-    for out, row in enumerate(rows):
-        if row >= len(packed):
-            continue
-        start = 0
-        for segment, index in enumerate(packed.rows[row], start=1):
-            tokens, _ = data.example(index)
-            n = len(tokens["input_ids"])
-            for name, values in tokens.items():
-                batch[name][out, start:start + n] = values
-            segment_ids[out, start:start + n] = segment
-            positions[out, start:start + n] = np.arange(n)
-            start += n
-        weights[out] = 1.0
-    return dict(batch, attention_mask=(segment_ids > 0).astype(np.int32),
-                segment_ids=segment_ids, positions=positions, weights=weights)

@@ -3,10 +3,11 @@
 - a config dataclass with `from_hf(dict)` and `to_hf() -> dict`;
 - `backbone(config, *, pooler, dtype, param_dtype, remat)`: a module taking
   `(input_ids, attention_mask, token_type_ids, deterministic)` and returning a
-  `heads.BackboneOutput`; a decoder's also takes `positions=None` (default:
-  counted over real tokens, so left-padded rows start at 0) and
-  `segment_ids=None` (packed rows: tokens attend within their segment only),
-  and ignores `token_type_ids`;
+  `heads.BackboneOutput`; encoders and decoders that can be packed
+  (fmt.data.packing) also take `positions=None` (a decoder's default: counted
+  over real tokens, so left-padded rows start at 0), `segment_ids=None`
+  (tokens attend within their segment only) and `example_spans=None` (where
+  each example's pooled token sits); decoders ignore `token_type_ids`;
 - `backbone_name_map(config, pooler)` and `weight_prefix(config)`: the HF names
   of the backbone's weights;
 - `with_dropout(config, rate)` and `max_positions(config)`;

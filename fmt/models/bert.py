@@ -62,10 +62,12 @@ class BertEmbeddings(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    def __call__(self, input_ids, token_type_ids, deterministic: bool, positions=None):
         cfg = self.config
         kw = dict(init_std=cfg.initializer_range, param_dtype=self.param_dtype)
-        if cfg.model_type == "roberta":
+        if positions is not None:  # packed rows: positions restart with each example
+            position_ids = positions + (cfg.pad_token_id + 1 if cfg.model_type == "roberta" else 0)
+        elif cfg.model_type == "roberta":
             # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding
             # the padding index, as `create_position_ids_from_input_ids` does.
             not_pad = (input_ids != cfg.pad_token_id).astype(jnp.int32)
@@ -86,6 +88,9 @@ class BertEmbeddings(nn.Module):
 class BertEncoder(nn.Module):
     """Embeddings, post-LN layers and (for BERT) the tanh pooler over `[CLS]`.
 
+    Packed rows (fmt.data.packing) add `positions` that restart with each
+    example, `segment_ids` that keep attention within one, and `example_spans`
+    that say where each example's `[CLS]` sits.
     Returns a `BackboneOutput`: hidden states `[batch, length, hidden]`, the
     pooled `[CLS]` `[batch, hidden]` (None without the pooler), and the word
     embeddings for a tied decoder.
@@ -101,15 +106,17 @@ class BertEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, positions=None, segment_ids=None,
+                 example_spans=None):
         cfg = self.config
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x, embedding = BertEmbeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
-            input_ids, token_type_ids, deterministic)
+            input_ids, token_type_ids, deterministic, positions)
         x = x.astype(self.dtype)
+        mask = layers.encoder_mask(attention_mask, segment_ids)
         # static_argnums counts `self`: argument 3 is `deterministic`.
         layer = nn.remat(layers.PostLNLayer, static_argnums=(3,)) if self.remat \
             else layers.PostLNLayer
@@ -125,13 +132,15 @@ class BertEncoder(nn.Module):
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"layer_{i}",
-            )(x, attention_mask, deterministic)
+            )(x, mask, deterministic)
+        first = x[:, 0] if example_spans is None else \
+            heads.span_tokens(x, example_spans, heads.FIRST)
         pooled = None
         if self.add_pooler:
             pooled = jnp.tanh(layers.dense(
                 cfg.hidden_size, ("embed", "embed_out"), init_std=cfg.initializer_range,
-                dtype=self.dtype, param_dtype=self.param_dtype, name="pooler")(x[:, 0]))
-        return heads.BackboneOutput(x, pooled, embedding)
+                dtype=self.dtype, param_dtype=self.param_dtype, name="pooler")(first))
+        return heads.BackboneOutput(x, pooled, embedding, first)
 
 
 def backbone(config: BertConfig, *, pooler: bool, dtype: Dtype = jnp.float32,

@@ -28,6 +28,26 @@ class BackboneOutput(NamedTuple):
     pooled: jax.Array | None     # [batch, hidden] (BERT's pooler, a decoder's last
                                  # real token), or None
     embedding: jax.Array         # [vocab, hidden] word embeddings, for tied decoders
+    first_token: jax.Array | None = None  # [batch, hidden] each example's first token
+                                          # (encoders: what RoBERTa's head reads)
+
+
+# Where a packed example sits: `example_spans[:, i]` for i in (ROW, FIRST, LAST)
+# (fmt.data.packing); without spans each row is one example.
+ROW, FIRST, LAST = 0, 1, 2
+
+
+def span_tokens(hidden: jax.Array, spans: jax.Array, which: int) -> jax.Array:
+    """`[examples, hidden]`: each packed example's FIRST or LAST token."""
+    return hidden[spans[:, ROW], spans[:, which]]
+
+
+def last_tokens(hidden: jax.Array, attention_mask: jax.Array, spans=None) -> jax.Array:
+    """`[examples, hidden]`: what a decoder's sequence classifier reads, each
+    example's last real token (each row's, or each packed span's)."""
+    if spans is None:
+        return layers.last_token(hidden, attention_mask)
+    return span_tokens(hidden, spans, LAST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +75,12 @@ class TaskModel(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
                  deterministic: bool = True, positions=None, segment_ids=None,
-                 decoder_input_ids=None, decoder_attention_mask=None):
-        # Only decoders take positions and segments (packed rows), only
-        # encoder-decoders the decoder's inputs; encoders keep the four-argument call.
+                 decoder_input_ids=None, decoder_attention_mask=None, example_spans=None):
+        # Only packed rows pass positions, segments and example spans, only
+        # encoder-decoders the decoder's inputs; otherwise the four-argument call.
         extra = {name: value for name, value in
                  (("positions", positions), ("segment_ids", segment_ids),
+                  ("example_spans", example_spans),
                   ("decoder_input_ids", decoder_input_ids),
                   ("decoder_attention_mask", decoder_attention_mask)) if value is not None}
         out = self.encoder(input_ids, attention_mask, token_type_ids, deterministic, **extra)
@@ -115,7 +136,7 @@ class RobertaClassifierHead(nn.Module):
     def __call__(self, out: BackboneOutput, deterministic: bool):
         kw = dict(init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype)
         hidden = out.hidden
-        x = nn.Dropout(self.dropout_rate)(hidden[:, 0], deterministic=deterministic)
+        x = nn.Dropout(self.dropout_rate)(out.first_token, deterministic=deterministic)
         x = jnp.tanh(layers.dense(hidden.shape[-1], ("embed", "embed_out"), name="dense",
                                   **kw)(x))
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)

@@ -178,7 +178,8 @@ class LlamaDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 deterministic: bool = True, positions=None, segment_ids=None):
+                 deterministic: bool = True, positions=None, segment_ids=None,
+                 example_spans=None):
         cfg = self.config
         attention_mask, positions, cache_index = layers.decoding_inputs(
             self, input_ids, attention_mask, positions)
@@ -202,7 +203,8 @@ class LlamaDecoder(nn.Module):
                 x, masks[window], rope, deterministic, cache_index)
         x = layers.RMSNorm(cfg.rms_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                            name="final_norm")(x)
-        pooled = layers.last_token(x, attention_mask) if self.add_pooler else None
+        pooled = heads.last_tokens(x, attention_mask, example_spans) \
+            if self.add_pooler else None
         return heads.BackboneOutput(x, pooled, word.embedding)
 
 

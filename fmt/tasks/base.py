@@ -22,11 +22,13 @@ How the kinds still to come fit:
   in `info`, which example and character offsets each window has; `eval_outputs`
   are the start/end logits of a row; `evaluate` groups windows by example. The
   loop never learns that one example made several features.
-- packing (causal-LM, `packable`): the batching layer, not the kind, packs
-  whole examples into rows (fmt.data.batching.packed_plan) and adds
-  `segment_ids` and restarting `positions`, which reach the backbone as model
-  inputs; a kind whose targets look across tokens masks segment boundaries in
-  its loss (causal-LM's shifted labels).
+- packing (`packable` kinds): the batching layer, not the kind, packs a
+  batch's examples into rows (fmt.data.packing) and adds `segment_ids`,
+  restarting `positions` and `example_spans`, which reach the backbone as
+  model inputs; per-example fields and `weights` stay one per example, and a
+  pooling head reads each example's own token, so a classifier's loss and
+  outputs are what they are unpacked. A kind whose targets look across tokens
+  masks segment boundaries in its loss (causal-LM's shifted labels).
 - seq2seq: the decoder's fields form a `TokenGroup` with a padded length of
   its own; its `eval_apply` generates inside the eval step, and `evaluate`
   scores the decoded text.
@@ -56,10 +58,14 @@ class TaskKind:
     head: ClassVar[str]                   # the head kind families provide
     labels: ClassVar[str | None] = None   # "classes", "classes_or_score" or None
     architecture_suffix: ClassVar[str] = ""  # HF class suffix of trained checkpoints
-    # Whether several examples may share a training row (`--config.pack`): only
-    # kinds with per-token targets and no per-example fields, on models that read
-    # `segment_ids` and `positions`.
+    # Whether several examples may share a row (`--config.packing`): kinds whose
+    # targets are per token, or per example through a pooled token; not those
+    # whose targets are token positions (QA) or that have a second token group
+    # (seq2seq). Models must read `segment_ids`, `positions`, `example_spans`.
     packable: ClassVar[bool] = False
+    # Whether the eval outputs are one per example (pooled heads), not per row:
+    # then evaluation packs too, and each packed slot's output is its example's.
+    per_example_outputs: ClassVar[bool] = False
 
     def __init__(self, config):
         self.config = config
@@ -133,16 +139,17 @@ class TaskKind:
         """Write one split's predictions under `folder` (nothing by default)."""
 
 
-def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array,
-                        smoothing: float = 0.0):
+def token_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0):
     """(summed cross-entropy over labelled tokens, their count) for `[batch, seq,
-    classes]` logits and `[batch, seq]` labels where IGNORE marks no target.
+    classes]` logits and `[batch, seq]` labels where IGNORE marks no target
+    (filler rows are all IGNORE, so per-token kinds need no `weights`: a packed
+    batch's weights are per example, not per row).
 
     With `smoothing` e, the target is (1 - e) on the label plus e spread evenly
     over the classes (`transformers`' LabelSmoother): (1 - e) * nll + e * the
     mean of -log p, computed without a `[batch, seq, classes]` target."""
     import optax
-    valid = (labels != IGNORE) & (weights[:, None] > 0)
+    valid = labels != IGNORE
     logits = logits.astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
     if smoothing:
@@ -151,11 +158,11 @@ def token_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
     return jnp.where(valid, losses, 0.0).sum(), valid.sum().astype(jnp.float32)
 
 
-def token_lm_outputs(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict:
+def token_lm_outputs(logits: jax.Array, labels: jax.Array) -> dict:
     """Each row's summed loss, labelled-token count and correct count (on device:
     `[batch, seq, vocab]` logits never leave it), for language-model kinds."""
     import optax
-    valid = (labels != IGNORE) & (weights[:, None] > 0)
+    valid = labels != IGNORE
     target = jnp.where(valid, labels, 0)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, target)
     correct = (jnp.argmax(logits, axis=-1) == target) & valid

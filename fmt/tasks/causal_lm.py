@@ -54,10 +54,10 @@ class CausalLM(TokenLM):
         if "segment_ids" in batch:  # packed: the next example's first token is no target
             segments = batch["segment_ids"]
             targets = jnp.where(segments[:, 1:] == segments[:, :-1], targets, IGNORE)
-        return token_cross_entropy(logits[:, :-1], targets, batch["weights"])
+        return token_cross_entropy(logits[:, :-1], targets)
 
     def eval_outputs(self, logits, batch):
-        return token_lm_outputs(logits[:, :-1], batch["labels"][:, 1:], batch["weights"])
+        return token_lm_outputs(logits[:, :-1], batch["labels"][:, 1:])
 
 
 def pair_features(tokenizer, prompts: list[str], responses: list[str], limit: int, split: str,

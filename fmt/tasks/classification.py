@@ -23,6 +23,8 @@ class Classification(TaskKind):
     head = "sequence_classification"
     labels = "classes_or_score"
     architecture_suffix = "ForSequenceClassification"
+    packable = True
+    per_example_outputs = True
 
     def __init__(self, config=None, regression: bool = False,
                  metric_names: tuple[str, ...] = ("accuracy",)):

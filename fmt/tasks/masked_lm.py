@@ -20,6 +20,7 @@ class MaskedLM(TokenLM):
     name = "masked_lm"
     head = "masked_lm"
     architecture_suffix = "ForMaskedLM"
+    packable = True
 
     def featurize(self, model, records, split, source):
         c = self.config
@@ -50,7 +51,7 @@ class MaskedLM(TokenLM):
         return self._view(features, EVAL_EPOCH)
 
     def loss(self, logits, batch):
-        return token_cross_entropy(logits, batch["labels"], batch["weights"])
+        return token_cross_entropy(logits, batch["labels"])
 
     def eval_outputs(self, logits, batch):
-        return token_lm_outputs(logits, batch["labels"], batch["weights"])
+        return token_lm_outputs(logits, batch["labels"])

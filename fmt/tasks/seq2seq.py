@@ -159,11 +159,11 @@ class Seq2SeqLM(TokenLM):
         return logits, batch["labels"]
 
     def loss(self, logits, batch):
-        return token_cross_entropy(*self._targets(logits, batch), batch["weights"],
+        return token_cross_entropy(*self._targets(logits, batch),
                                    self.config.label_smoothing)
 
     def eval_outputs(self, logits, batch):
-        return token_lm_outputs(*self._targets(logits, batch), batch["weights"])
+        return token_lm_outputs(*self._targets(logits, batch))
 
     def eval_apply(self, module, params, batch):
         outputs = super().eval_apply(module, params, batch)

@@ -28,6 +28,7 @@ class TokenClassification(TaskKind):
     head = "token_classification"
     labels = "classes"
     architecture_suffix = "ForTokenClassification"
+    packable = True
 
     def __init__(self, config=None, label_names: tuple[str, ...] = ()):
         super().__init__(config)
@@ -104,7 +105,7 @@ class TokenClassification(TaskKind):
                          "label_names": tuple(model.label_names)})
 
     def loss(self, logits, batch):
-        return token_cross_entropy(logits, batch["labels"], batch["weights"])
+        return token_cross_entropy(logits, batch["labels"])
 
     def eval_outputs(self, logits, batch):
         return {"predictions": jnp.argmax(logits, axis=-1).astype(jnp.int32)}

@@ -87,8 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.bucket_lengths = ()          # padded lengths; () = powers of two up to max_seq_length
     c.num_buckets = 0              # > 0: fit that many lengths to the training data, padding
                                    # least (used when bucket_lengths is ())
-    c.pack = False                 # train on rows of max_seq_length packed with whole
-                                   # examples (causal-LM), instead of length buckets
+    c.packing = False              # several examples per row instead of length buckets
+                                   # (batch_size examples per update still; at most 3
+                                   # compiled shapes; evaluation packs too for pooled kinds)
     c.max_train_examples = 0       # use the first N training examples; 0 = all
     c.max_eval_examples = 0        # use the first N eval examples; 0 = all
     # LoRA: train low-rank adapters (and a new head) instead of every weight.
@@ -118,6 +119,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_epochs = 3.0             # epochs of training (if max_steps == 0); 0 = evaluate only
     c.max_steps = 0                # total train steps; 0 = from num_epochs
     c.seed = 0                     # seeds the head init, dropout and data order
+    c.rng_impl = "philox4x32"      # dropout's PRNG: philox4x32 (fastest on CPU), threefry2x32
+                                   # (JAX's default), rbg (fastest on TPU) or unsafe_rbg;
+                                   # fmt/train/step.py compares them
     c.skip_nonfinite_steps = False  # skip (and count) updates with a NaN/Inf loss or gradient
                                     # instead of stopping the run
     c.early_stopping_metric = ""   # dev metric to keep the best model by (and stop on); ""= off
@@ -129,6 +133,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2         # how many recent checkpoints to keep
     c.export_model = True          # write the fine-tuned model as a HF folder at the end
     c.progress_bar = True          # tqdm progress bar on stderr
+    c.compilation_cache = "auto"   # folder keeping compiled steps for later runs; auto =
+                                   # $JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/fmt/jax
+                                   # or ~/.cache/fmt/jax; none = off
     return c
 
 

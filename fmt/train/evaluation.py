@@ -3,25 +3,36 @@ as training batches them, and the per-row outputs handed back in the data's orde
 
 import jax
 
-from fmt.data import batching
+from fmt.data import batching, packing
 from fmt.data.features import Features
 from fmt.errors import UserError
 from fmt.train import sharding, step
 
 
+def eval_plan(view: Features, feed: sharding.BatchFeeder, buckets: tuple[int, ...],
+              pack: bool = False) -> batching.Plan:
+    """Every feature once: in length-sorted buckets, or packed (kinds whose
+    outputs are per example) into rows no longer than the longest bucket."""
+    if not pack:
+        return batching.eval_plan(view, feed.batch_size, buckets)
+    shapes = packing.choose(view.lengths, feed.batch_size, buckets[-1], seed=0, epochs=1,
+                            quantum=feed.devices)
+    return packing.plan(view.lengths, feed.batch_size, shapes, seed=0, epoch=0)
+
+
 def eval_outputs(eval_step, params, data: Features, task, feed: sharding.BatchFeeder,
-                 buckets: tuple[int, ...], progress=None) -> dict[str, list]:
-    """The task's small per-row outputs (reduced on device by the eval step) for
-    every feature, as lists in the data's order."""
+                 buckets: tuple[int, ...], progress=None, pack: bool = False) -> dict[str, list]:
+    """The task's small per-row (or, packed, per-slot) outputs, reduced on device by
+    the eval step, for every feature, as lists in the data's order."""
     view = task.eval_view(data)
     pending = []
-    for indices, length in batching.eval_plan(view, feed.batch_size, buckets):
+    for indices, length in eval_plan(view, feed, buckets, pack):
         pending.append((indices, eval_step(params, feed(view, indices, length))))
     outputs: dict[str, list] = {}
     for indices, device_outputs in pending:
         for name, values in sharding.to_host(device_outputs).items():
             column = outputs.setdefault(name, [None] * len(view))
-            for row, index in enumerate(indices):
+            for row, index in enumerate(batching.examples_in(indices)):
                 column[index] = values[row]
         if progress is not None:
             progress.update(1)
@@ -29,12 +40,12 @@ def eval_outputs(eval_step, params, data: Features, task, feed: sharding.BatchFe
 
 
 def evaluate(eval_step, params, data: Features, task, feed: sharding.BatchFeeder,
-             buckets: tuple[int, ...], progress=None) -> tuple[dict, object]:
+             buckets: tuple[int, ...], progress=None, pack: bool = False) -> tuple[dict, object]:
     """Metrics over every example, and the task's predictions, in the data's order:
     the task gathers the outputs back per example where one example has several
     features."""
-    return task.evaluate(eval_outputs(eval_step, params, data, task, feed, buckets, progress),
-                         data)
+    return task.evaluate(eval_outputs(eval_step, params, data, task, feed, buckets, progress,
+                                      pack), data)
 
 
 def model_outputs(model, task, features: Features, batch_size: int, buckets: tuple[int, ...],

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fmt import metrics as metrics_lib, model as model_lib, tasks
-from fmt.data import batching, datasets
+from fmt import compile_cache, metrics as metrics_lib, model as model_lib, tasks
+from fmt.data import batching, datasets, packing
 from fmt.data.features import Features
 from fmt.errors import Preempted, UserError
 from fmt.train import optim, sharding, step as step_lib
@@ -53,6 +53,7 @@ def validate(config) -> None:
                         f"{config.max_steps}: set one of them, or num_epochs=0 to evaluate only")
     if config.dtype not in DTYPES:
         raise UserError(f"--config.dtype={config.dtype!r}: choose one of {sorted(DTYPES)}")
+    step_lib.check_rng_impl(config.rng_impl)
     if config.early_stopping_patience and not config.early_stopping_metric:
         raise UserError("--config.early_stopping_patience needs --config.early_stopping_metric")
 
@@ -114,7 +115,8 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
     model_sharding = sharding.param_shardings(mesh, model.logical_specs, model.params)
     if frozen is not None:
         state_sharding["frozen"] = sharding.param_shardings(mesh, frozen_specs, frozen)
-    state = sharding.create_state(state_sharding, params, optimizer, config.seed, frozen)
+    state = sharding.create_state(state_sharding, params, optimizer, config.seed, frozen,
+                                  rng_impl=config.rng_impl)
     if jax.process_index() == 0:
         trainable.report(model.params, state["params"], state["opt_state"], optimizer)
     replicated = sharding.NamedSharding(mesh, sharding.P())
@@ -122,7 +124,7 @@ def compile_steps(config, model, task, total_steps: int, mesh) -> tuple[dict, St
     eval_feed = sharding.BatchFeeder(mesh, config.eval_batch_size)
     traced = Traced(step_lib.make_train_step(model.module, task, optimizer, schedule, config.l1,
                                              config.l2, config.grad_accum_steps,
-                                             trainable.materialize))
+                                             trainable.materialize, config.rng_impl))
     train_step = jax.jit(traced,
         in_shardings=(state_sharding, train_feed.sharding),
         out_shardings=(state_sharding, replicated), donate_argnums=0)
@@ -157,10 +159,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return finished
     primary = jax.process_index() == 0
     task = tasks.create(config)
-    if config.pack and not task.packable:
-        raise UserError(f"--config.pack: {task.name} examples cannot share a row (packing is "
-                        f"for {', '.join(k for k, v in tasks.KINDS.items() if v.packable)}); "
-                        "drop --config.pack")
+    if config.packing and not task.packable:
+        raise UserError(f"--config.packing: {task.name} examples cannot share a row (packing "
+                        f"is for {', '.join(k for k, v in tasks.KINDS.items() if v.packable)}); "
+                        "drop --config.packing")
+    if config.packing and config.grad_accum_steps > 1:
+        raise UserError(f"--config.packing does not split into --config.grad_accum_steps="
+                        f"{config.grad_accum_steps} microbatches yet; drop one of them")
     splits = datasets.limit(task.load(), config)
     model = load_model(config, task, splits)
     if config.max_seq_length > model.max_positions:
@@ -173,33 +178,38 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     buckets = choose_buckets(config, train_data, eval_data)
     batch_size = config.batch_size
+    mesh = sharding.make_mesh(config.mesh)
     # Only the current epoch's view and plan are held; every epoch has as many batches
     # as the first. Plans are made from the view: what the batches really read.
-    packed_rows = batching.pack_rows(train_data.lengths, config.max_seq_length) \
-        if config.pack else None
+    if config.packing:
+        steps_per_epoch = max(math.ceil(len(train_data) / batch_size), 1)
+    else:
+        steps_per_epoch = len(batching.train_plan(train_data, batch_size, buckets, config.seed, 0))
+    total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
+    shapes = packing.choose(train_data.lengths, batch_size, config.max_seq_length, config.seed,
+                            math.ceil(total_steps / steps_per_epoch),
+                            sharding.batch_devices(mesh)) if config.packing else None
 
     def epoch_plan(epoch: int):
         view = task.train_view(train_data, epoch)
-        if packed_rows is not None:
-            return view, batching.packed_plan(packed_rows, batch_size, config.max_seq_length,
-                                              config.seed, epoch)
+        if shapes is not None:
+            return view, packing.plan(view.lengths, batch_size, shapes, config.seed, epoch)
         return view, batching.train_plan(view, batch_size, buckets, config.seed, epoch)
 
     plans = {0: epoch_plan(0)}
-    steps_per_epoch = len(plans[0][1])
-    total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     log_every = log_interval(config.log_every_steps, total_steps)
     log.info("%s (%s): %d train examples, %s eval examples; %d steps (%d per epoch) of batch "
-             "%d; bucket lengths %s; train metrics every %d steps", splits.name, task.name,
+             "%d; %s; train metrics every %d steps", splits.name, task.name,
              len(train_data), {k: len(v) for k, v in eval_data.items()}, total_steps,
-             steps_per_epoch, batch_size, buckets, log_every)
+             steps_per_epoch, batch_size,
+             f"packed rows of {shapes.length} tokens, {shapes.row_counts} per batch" if shapes
+             else f"bucket lengths {buckets}", log_every)
     if 0 < total_steps < FEW_STEPS and not config.max_steps:
         log.warning("only %d update steps: on data this small, more epochs "
                     "(--config.num_epochs) or a higher --config.learning_rate usually help; "
                     "the defaults are the usual ones for full-size data", total_steps)
     save_config(workdir, config)  # the run has really started: bind the workdir to it
 
-    mesh = sharding.make_mesh(config.mesh)
     state, steps = compile_steps(config, model, task, total_steps, mesh)
     train_step, eval_step, train_feed, eval_feed, trainable, whole = steps[:6]
 
@@ -224,7 +234,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             with _progress(config, _eval_batches(features, eval_feed), 0, primary,
                            f"eval {split}", leave=False) as bar:
                 results[split], predictions[split] = evaluate(
-                    eval_step, params, features, task, eval_feed, buckets, bar)
+                    eval_step, params, features, task, eval_feed, buckets, bar,
+                    pack=config.packing and task.per_example_outputs)
         return results
 
     def check_finite(window: list[dict]) -> None:
@@ -266,6 +277,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     seconds = time.perf_counter() - window_start
                     summary.update(l2_params=float(param_norm(state["params"])),
                                    compilations=steps.train_traces.count,
+                                   **compile_cache.stats(),
                                    epoch=step / steps_per_epoch,
                                    examples_per_s=examples / seconds,
                                    tokens_per_s=tokens / seconds)

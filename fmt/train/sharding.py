@@ -13,8 +13,9 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fmt.data import batching
+from fmt.data import batching, packing
 from fmt.errors import UserError
+from fmt.train import step as step_lib
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch is split over both
@@ -107,13 +108,15 @@ def state_shardings(mesh: Mesh, params, logical_specs, optimizer) -> dict:
 
 
 def create_state(shardings: dict, params: dict, optimizer, seed: int,
-                 frozen: dict | None = None) -> dict:
+                 frozen: dict | None = None, rng_impl: str = "threefry2x32") -> dict:
     """The train state, created directly sharded (never whole on one device);
-    `frozen` params (LoRA's base, sharded by `shardings["frozen"]`) join it as they are."""
+    `frozen` params (LoRA's base, sharded by `shardings["frozen"]`) join it as they are.
+    Its `rng` is key data of `rng_impl` (fmt.train.step.initial_rng), for a
+    train step made with the same implementation."""
     def init(params):
         return dict(params=params, opt_state=optimizer.init(params),
                     step=jax.numpy.zeros((), jax.numpy.int32),
-                    rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
+                    rng=step_lib.initial_rng(seed, rng_impl))
 
     state = jax.jit(init, out_shardings={k: v for k, v in shardings.items() if k != "frozen"})(
         place(params, shardings["params"]))
@@ -158,13 +161,23 @@ class BatchFeeder:
 
     def __init__(self, mesh: Mesh, batch_size: int):
         self.batch_size = batch_size
+        self.mesh = mesh
         self.sharding = batch_sharding(mesh)
         self.rows = local_rows(mesh, batch_size)
+        self.devices = batch_devices(mesh)  # what a packed batch's row count is a multiple of
 
-    def __call__(self, data, indices: np.ndarray, length: int) -> dict:
-        local = batching.make_batch(data, indices, length, self.batch_size, rows=self.rows)
+    def __call__(self, data, indices, length: int) -> dict:
+        if isinstance(indices, packing.Packed):
+            # Rows and slots are two leading sizes; the batch is built whole and
+            # each process keeps its part of each.
+            whole = batching.make_batch(data, indices, length, self.batch_size)
+            local = {k: v[local_rows(self.mesh, len(v))] for k, v in whole.items()}
+            sizes = {k: len(v) for k, v in whole.items()}
+        else:
+            local = batching.make_batch(data, indices, length, self.batch_size, rows=self.rows)
+            sizes = dict.fromkeys(local, self.batch_size)
         return {k: jax.make_array_from_process_local_data(
-                    self.sharding, v, (self.batch_size,) + v.shape[1:])
+                    self.sharding, v, (sizes[k],) + v.shape[1:])
                 for k, v in local.items()}
 
 

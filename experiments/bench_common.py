@@ -1,0 +1,37 @@
+"""What the benchmarks share: model FLOPs, the matmul peak they are measured
+against, and the process's peak memory."""
+
+import resource
+import time
+
+
+def train_flops(config, rows: int, length: int) -> float:
+    """Model FLOPs of one training step on [rows, length] (forward + backward = 3x
+    forward; 2 FLOPs per multiply-add; weight matmuls and attention scores)."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    weights = layers * (4 * h * h + 2 * h * config.intermediate_size)
+    attention = layers * 2 * length * h  # Q.K^T and P.V, per token
+    return 6.0 * rows * length * (weights + attention) + 6.0 * rows * h * h  # + pooler
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def matmul_peak(dtype: str) -> float:
+    """The best FLOP/s of jitted matmuls shaped like the model's and larger."""
+    import jax
+    import jax.numpy as jnp
+    best = 0.0
+    for m, k, n in [(4096, 384, 1536), (4096, 1536, 384), (4096, 768, 3072), (2048, 2048, 2048)]:
+        a = jnp.ones((m, k), dtype)
+        b = jnp.ones((k, n), dtype)
+        matmul = jax.jit(lambda a, b: a @ b)
+        matmul(a, b).block_until_ready()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            matmul(a, b).block_until_ready()
+            times.append(time.perf_counter() - start)
+        best = max(best, 2.0 * m * k * n / min(times))
+    return best
