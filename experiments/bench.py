@@ -33,7 +33,7 @@ import time
 from absl import app, flags
 
 import bench_sweep
-from bench_common import matmul_peak, peak_mb, train_flops
+from bench_common import matmul_peak, peak_mb, rss_mb, train_flops
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _MODEL = flags.DEFINE_string("model", "sentence-transformers/all-MiniLM-L6-v2",
@@ -48,6 +48,8 @@ _NUM_BUCKETS = flags.DEFINE_integer("num_buckets", 10, "fmt's bucket count (fitt
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Compute dtype (torch: autocast).")
 _REMAT = flags.DEFINE_bool("remat", False, "fmt: recompute layer activations.")
+_RNG_IMPL = flags.DEFINE_string("rng_impl", "philox4x32", "fmt: dropout's PRNG "
+                                "(--config.rng_impl; philox4x32 is the fast one on CPU).")
 _PEERS = flags.DEFINE_list("peers", ["fmt", "buckets", "torch"],
                            "What to run: fmt, buckets, pad128, torch.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's and the peer's speed, MFU and peak "
@@ -79,7 +81,7 @@ def _config():
     config = default_config()
     config.model, config.task, config.data_dir = _MODEL.value, "sst2", _DATA_DIR.value
     config.batch_size, config.max_seq_length = _BATCH.value, _SEQ_LEN.value
-    config.dtype, config.remat = _DTYPE.value, _REMAT.value
+    config.dtype, config.remat, config.rng_impl = _DTYPE.value, _REMAT.value, _RNG_IMPL.value
     config.max_steps = 10 ** 6  # the schedule's length only; warmup stays 10% of it
     return config
 
@@ -142,20 +144,25 @@ def run_fmt(mode: str, peak_flops: float) -> dict:
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, seconds, **_: compile_seconds.append(seconds)
         if event.startswith("/jax/core/compile/") else None)
+    memory = {"imports": rss_mb()}  # resident MB after each stage: where the peak comes from
     config = _config()
     model = model_lib.from_pretrained(config.model, num_labels=2, dtype=loop.DTYPES[config.dtype],
                                       remat=config.remat)
+    memory["model"] = rss_mb()
     encoded = _examples(model.tokenizer)
     task = Classification()
     mesh = sharding.make_mesh(config.mesh)
     plan = _batches(encoded, mode, sharding.batch_devices(mesh))
+    memory["data"] = rss_mb()
     state, steps = loop.compile_steps(config, model, task, config.max_steps, mesh)
+    memory["train_state"] = rss_mb()
     feed = steps.train_feed
     # Warm-up: one step of every shape (compiles), then a timed run.
     compile_seconds.clear()
     warmup, timed = _split_warmup(plan)
     for indices, length in warmup:
         state, metrics = steps.train_step(state, feed(encoded, indices, length))
+        memory[f"compiled {_rows(indices)}x{length}"] = rss_mb()
     jax.block_until_ready(state)
     compile_s = sum(compile_seconds)
     compilations = steps.train_traces.count
@@ -169,7 +176,8 @@ def run_fmt(mode: str, peak_flops: float) -> dict:
     real = float(sum(encoded.lengths[_examples_of(indices)].sum() for indices, _ in timed))
     computed = float(sum(r * length for r, (_, length) in zip(rows, timed)))
     flops = sum(train_flops(model.config, r, length) for r, (_, length) in zip(rows, timed))
-    extra = dict(compilations=compilations, compile_s=compile_s,
+    memory["timed"], memory["peak"] = rss_mb(), peak_mb()
+    extra = dict(compilations=compilations, compile_s=compile_s, memory_mb=memory,
                  shapes=sorted({(_rows(indices), length) for indices, length in plan}),
                  final_loss=float(np.asarray(sharding.to_host(metrics)["train_loss"])))
     device = jax.devices()[0]

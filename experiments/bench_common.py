@@ -18,6 +18,13 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb() -> float:
+    """The process's resident memory now (Linux), to say where a peak comes from."""
+    import os
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
 def matmul_peak(dtype: str) -> float:
     """The best FLOP/s of jitted matmuls shaped like the model's and larger."""
     import jax

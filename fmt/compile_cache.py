@@ -28,11 +28,12 @@ import jax
 log = logging.getLogger("fmt")
 
 OFF = ("none", "")
-# Programs that compile faster than this are not written. On CPU jnp's one-op
-# helpers (jit_add, jit_convert_element_type, ...) take 5-50 ms and would fill the
-# folder with files that save nothing; MiniLM's eval steps take 0.3-1 s, under
-# JAX's default of 1 s, and its train steps 4-8 s.
-MIN_COMPILE_SECONDS = 0.2
+# Programs that compile faster than this are not written. JAX's default of 1 s
+# would miss MiniLM's eval steps (0.3-1 s on CPU). 0 keeps the run's small helper
+# jits too (5-50 ms each, 5 more files for a CoLA run): a warm CoLA run then
+# spends 2.9 s in XLA instead of 3.3 s (cold: 16.8 s), nearly all of it loading
+# the two train steps' executables (~1.2 s each, deserialising on XLA:CPU).
+MIN_COMPILE_SECONDS = 0.0
 # jax events (jax/_src/dispatch.py, compiler.py): a backend compile's duration,
 # which on a hit is the time to load the cached executable, and the cache's
 # lookups and hits.

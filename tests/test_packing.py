@@ -204,3 +204,13 @@ def test_packed_run_on_a_mesh_matches_one_device(tiny_model, tmp_path):
     assert max(abs(a - b) for a, b in zip(loss[one], loss[four])) < 1e-5
     results = {w: json.loads((w / "results.json").read_text()) for w in (one, four)}
     assert results[one]["accuracy"] == results[four]["accuracy"]
+
+
+def test_packed_run_killed_and_resumed_is_identical(tiny_model, tmp_path):
+    """kill -9 mid-run, then the same command: the same metric lines, results and
+    params as an uninterrupted packed run, dropout on (Philox bits by default)."""
+    from test_resume import killed_then_resumed
+    extra = ("--config.max_steps=16", "--config.checkpoint_every_steps=3",
+             "--config.dropout=0.1", "--config.log_every_steps=1", "--config.eval_every_steps=8")
+    clean, resumed = killed_then_resumed(lambda w: sst2_args(tiny_model, w, *extra), tmp_path, 7)
+    assert resumed == clean

@@ -119,9 +119,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_epochs = 3.0             # epochs of training (if max_steps == 0); 0 = evaluate only
     c.max_steps = 0                # total train steps; 0 = from num_epochs
     c.seed = 0                     # seeds the head init, dropout and data order
-    c.rng_impl = "philox4x32"      # dropout's PRNG: philox4x32 (fastest on CPU), threefry2x32
-                                   # (JAX's default), rbg (fastest on TPU) or unsafe_rbg;
-                                   # fmt/train/step.py compares them
+    c.rng_impl = "threefry2x32"    # dropout's PRNG: threefry2x32 (JAX's default; works on
+                                   # every mesh), philox4x32 (half its cost on CPU; fails to
+                                   # compile on tensor-parallel meshes in jax 0.10), rbg
+                                   # (fastest on TPU) or unsafe_rbg; fmt/train/step.py
     c.skip_nonfinite_steps = False  # skip (and count) updates with a NaN/Inf loss or gradient
                                     # instead of stopping the run
     c.early_stopping_metric = ""   # dev metric to keep the best model by (and stop on); ""= off

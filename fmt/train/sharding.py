@@ -113,13 +113,16 @@ def create_state(shardings: dict, params: dict, optimizer, seed: int,
     `frozen` params (LoRA's base, sharded by `shardings["frozen"]`) join it as they are.
     Its `rng` is key data of `rng_impl` (fmt.train.step.initial_rng), for a
     train step made with the same implementation."""
-    def init(params):
+    # The key is made outside the sharded init: XLA:CPU cannot partition Philox's
+    # key derivation over a mesh ("Unable to convert MHLO to StableHLO").
+    rng = np.asarray(step_lib.initial_rng(seed, rng_impl))
+
+    def init(params, rng):
         return dict(params=params, opt_state=optimizer.init(params),
-                    step=jax.numpy.zeros((), jax.numpy.int32),
-                    rng=step_lib.initial_rng(seed, rng_impl))
+                    step=jax.numpy.zeros((), jax.numpy.int32), rng=rng)
 
     state = jax.jit(init, out_shardings={k: v for k, v in shardings.items() if k != "frozen"})(
-        place(params, shardings["params"]))
+        place(params, shardings["params"]), rng)
     if frozen is not None:
         state["frozen"] = place(frozen, shardings["frozen"])
     return state

@@ -18,12 +18,14 @@ all-MiniLM-L6-v2 at batch 32 on 2 CPU cores (experiments/bench_dropout.py):
   rbg              799        1850
   unsafe_rbg       810        1873
 
-  philox4x32    Philox-4x32-10 in JAX arithmetic: as portable as threefry (the
-                same bits on every backend and sharding, each device drawing only
-                its shard) at half to two thirds of its dropout cost on CPU.
-                Not measured on GPU or TPU.
-  threefry2x32  JAX's default, and fmt's before this option: 20 add-rotate-xor
-                rounds per draw; slow to compile and to run on TPU.
+  philox4x32    Philox-4x32-10 in JAX arithmetic: the same bits on every backend
+                and sharding, at half to two thirds of threefry's dropout cost on
+                CPU. Not the default: in jax 0.10.2 its `mulhi` does not compile
+                on tensor-parallel meshes ("Unable to convert MHLO to StableHLO");
+                on data/fsdp meshes and one device it works. Not measured on GPU
+                or TPU.
+  threefry2x32  JAX's default, and fmt's (it compiles on every mesh): 20
+                add-rotate-xor rounds per draw; slow to compile and to run on TPU.
   rbg           XLA's RngBitGenerator for the bits (threefry for fold_in): the
                 fastest on TPU (take it there); CPU and GPU expand it into Philox
                 arithmetic, on CPU no faster than threefry. Its bits differ by
