@@ -189,6 +189,7 @@ def test_packing_refuses_what_it_cannot_do(tiny_model, tmp_path):
     assert seq2seq.returncode == 2 and "--config.packing" in message and "seq2seq" in message
 
 
+@pytest.mark.slow
 def test_packed_run_on_a_mesh_matches_one_device(tiny_model, tmp_path):
     """Rows and slots split over 4 devices (row counts rounded to a multiple of 4):
     the same losses and dev metrics as one device."""
@@ -206,6 +207,7 @@ def test_packed_run_on_a_mesh_matches_one_device(tiny_model, tmp_path):
     assert results[one]["accuracy"] == results[four]["accuracy"]
 
 
+@pytest.mark.slow
 def test_packed_run_killed_and_resumed_is_identical(tiny_model, tmp_path):
     """kill -9 mid-run, then the same command: the same metric lines, results and
     params as an uninterrupted packed run, dropout on (Philox bits by default)."""
