@@ -76,6 +76,11 @@ def pack_rows(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
     return [np.sort(np.asarray(row, np.int64)) for row in rows]
 
 
+def batches_per_epoch(count: int, batch_size: int) -> int:
+    """How many batches `stratified_batches` makes of `count` examples."""
+    return max(math.ceil(count / batch_size), 1)
+
+
 def stratified_batches(lengths: np.ndarray, batch_size: int, seed: int,
                        epoch: int) -> list[np.ndarray]:
     """One epoch of batches that visit every example once, each drawing one
@@ -83,7 +88,7 @@ def stratified_batches(lengths: np.ndarray, batch_size: int, seed: int,
     epoch)); when the count does not divide, some batches hold one fewer."""
     lengths = np.asarray(lengths)
     count = len(lengths)
-    batches = max(math.ceil(count / batch_size), 1)
+    batches = batches_per_epoch(count, batch_size)
     rng = np.random.default_rng([seed, epoch, 7])
     order = np.lexsort((rng.random(count), lengths))  # by length, ties at random
     slots = np.empty(count, np.int64)  # the batch each sorted example joins

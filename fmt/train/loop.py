@@ -181,14 +181,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mesh = sharding.make_mesh(config.mesh)
     # Only the current epoch's view and plan are held; every epoch has as many batches
     # as the first. Plans are made from the view: what the batches really read.
-    if config.packing:
-        steps_per_epoch = max(math.ceil(len(train_data) / batch_size), 1)
-    else:
-        steps_per_epoch = len(batching.train_plan(train_data, batch_size, buckets, config.seed, 0))
-    total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
-    shapes = packing.choose(train_data.lengths, batch_size, config.max_seq_length, config.seed,
-                            math.ceil(total_steps / steps_per_epoch),
-                            sharding.batch_devices(mesh)) if config.packing else None
+    total_for = lambda per_epoch: config.max_steps or math.ceil(config.num_epochs * per_epoch)
+    shapes = None
+    if config.packing:  # the row shapes must hold every epoch's batches, known up front
+        per_epoch = packing.batches_per_epoch(len(train_data), batch_size)
+        shapes = packing.choose(train_data.lengths, batch_size, config.max_seq_length,
+                                config.seed, math.ceil(total_for(per_epoch) / per_epoch),
+                                sharding.batch_devices(mesh))
 
     def epoch_plan(epoch: int):
         view = task.train_view(train_data, epoch)
@@ -197,6 +196,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return view, batching.train_plan(view, batch_size, buckets, config.seed, epoch)
 
     plans = {0: epoch_plan(0)}
+    steps_per_epoch = len(plans[0][1])
+    total_steps = total_for(steps_per_epoch)
     log_every = log_interval(config.log_every_steps, total_steps)
     log.info("%s (%s): %d train examples, %s eval examples; %d steps (%d per epoch) of batch "
              "%d; %s; train metrics every %d steps", splits.name, task.name,
