@@ -168,13 +168,21 @@ class BatchFeeder:
         self.sharding = batch_sharding(mesh)
         self.rows = local_rows(mesh, batch_size)
         self.devices = batch_devices(mesh)  # what a packed batch's row count is a multiple of
+        self._local = {batch_size: self.rows}  # leading size -> this process's part of it
+
+    def local(self, size: int) -> np.ndarray:
+        """This process's indices along a leading axis of `size` (a packed batch's
+        row counts and slots), worked out once per size."""
+        if size not in self._local:
+            self._local[size] = local_rows(self.mesh, size)
+        return self._local[size]
 
     def __call__(self, data, indices, length: int) -> dict:
         if isinstance(indices, packing.Packed):
             # Rows and slots are two leading sizes; the batch is built whole and
             # each process keeps its part of each.
             whole = batching.make_batch(data, indices, length, self.batch_size)
-            local = {k: v[local_rows(self.mesh, len(v))] for k, v in whole.items()}
+            local = {k: v[self.local(len(v))] for k, v in whole.items()}
             sizes = {k: len(v) for k, v in whole.items()}
         else:
             local = batching.make_batch(data, indices, length, self.batch_size, rows=self.rows)
