@@ -42,3 +42,16 @@ def matmul_peak(dtype: str) -> float:
             times.append(time.perf_counter() - start)
         best = max(best, 2.0 * m * k * n / min(times))
     return best
+
+
+def random_batch(feed, vocab_size: int, batch: int, length: int, seed: int = 0) -> dict:
+    """`batch` rows of `length` random token ids (from 1000 on, past special
+    tokens) with random binary labels, placed on the mesh by `feed` (a
+    fmt.train.sharding.BatchFeeder): a full-length classification batch."""
+    import numpy as np
+    from fmt.data.features import Features
+    rng = np.random.default_rng(seed)
+    ids = [rng.integers(1000, vocab_size, length, dtype=np.int32) for _ in range(batch)]
+    data = Features({"input_ids": ids, "token_type_ids": [np.zeros(length, np.int32)] * batch},
+                    {"labels": rng.integers(0, 2, batch).astype(np.int32)})
+    return feed(data, np.arange(batch), length)

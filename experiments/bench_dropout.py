@@ -23,6 +23,8 @@ import time
 
 from absl import app, flags
 
+import bench_common
+
 _MODEL = flags.DEFINE_string("model", "sentence-transformers/all-MiniLM-L6-v2",
                              "Checkpoint folder, hub id or packaged model.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Examples per step.")
@@ -34,35 +36,14 @@ _ROUNDS = flags.DEFINE_integer("rounds", 10, "Timed rounds (after one warm-up ro
 
 
 def _compiled_step(model, impl: str, batch, mesh):
-    """(jitted step compiled for `batch`, a fresh state), built as fmt.train.loop
-    builds them."""
-    import jax
+    """(jitted step compiled for `batch`, a fresh state), as fmt.train.loop builds them."""
     from fmt.tasks.classification import Classification
-    from fmt.train import optim, sharding, step as step_lib
+    from fmt.train import loop
     from fmt.train.config import default_config
     config = default_config()
-    optimizer, schedule = optim.make_optimizer(config, 10 ** 6)
-    shardings = sharding.state_shardings(mesh, model.params, model.logical_specs, optimizer)
-    state = sharding.create_state(shardings, model.params, optimizer, 0, rng_impl=impl)
-    train_step = jax.jit(
-        step_lib.make_train_step(model.module, Classification(), optimizer, schedule,
-                                 rng_impl=impl),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.NamedSharding(mesh, sharding.P())),
-        donate_argnums=0)
-    return train_step.lower(state, batch).compile(), state
-
-
-def _batch(model, mesh, batch_size: int, length: int):
-    import numpy as np
-    from fmt.data.features import Features
-    from fmt.train import sharding
-    rng = np.random.default_rng(length)
-    ids = [rng.integers(1000, model.config.vocab_size, length, dtype=np.int32)
-           for _ in range(batch_size)]
-    data = Features({"input_ids": ids, "token_type_ids": [np.zeros(length, np.int32)] * batch_size},
-                    {"labels": rng.integers(0, 2, batch_size).astype(np.int32)})
-    return sharding.BatchFeeder(mesh, batch_size)(data, np.arange(batch_size), length)
+    config.batch_size, config.rng_impl = _BATCH.value, impl
+    state, steps = loop.compile_steps(config, model, Classification(), 10 ** 6, mesh)
+    return steps.train_step.lower(state, batch).compile(), state
 
 
 def run() -> list[dict]:
@@ -78,7 +59,9 @@ def run() -> list[dict]:
     variants.append(("off", plain, _IMPLS.value[0]))
     runs = []  # [name, length, compiled step, state, batch, times]
     for length in map(int, _SEQ_LENS.value):
-        batch = _batch(dropped, mesh, _BATCH.value, length)
+        batch = bench_common.random_batch(sharding.BatchFeeder(mesh, _BATCH.value),
+                                          dropped.config.vocab_size, _BATCH.value, length,
+                                          seed=length)
         for name, model, impl in variants:
             start = time.perf_counter()
             compiled, state = _compiled_step(model, impl, batch, mesh)

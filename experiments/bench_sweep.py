@@ -65,9 +65,7 @@ def fmt_shape(config, length: int, batch: int, peak_flops: float, min_steps: int
     import os
 
     import jax
-    import numpy as np
     from fmt import model as model_lib
-    from fmt.data.features import Features
     from fmt.tasks.classification import Classification
     from fmt.train import loop, sharding
 
@@ -76,12 +74,8 @@ def fmt_shape(config, length: int, batch: int, peak_flops: float, min_steps: int
                                       remat=config.remat)
     state, steps = loop.compile_steps(config, model, Classification(), config.max_steps,
                                       sharding.make_mesh(config.mesh))
-    rng = np.random.default_rng(0)
-    ids = [rng.integers(1000, model.config.vocab_size, length, dtype=np.int32)
-           for _ in range(batch)]
-    data = Features({"input_ids": ids, "token_type_ids": [np.zeros(length, np.int32)] * batch},
-                    {"labels": rng.integers(0, 2, batch).astype(np.int32)})
-    step_batch = steps.train_feed(data, np.arange(batch), length)
+    step_batch = bench_common.random_batch(steps.train_feed, model.config.vocab_size, batch,
+                                           length)
     train_step = steps.train_step.lower(state, step_batch).compile()
     temp_mb = train_step.memory_analysis().temp_size_in_bytes / 2 ** 20
     row = dict(peer="fmt", seq_len=length, batch=batch, temp_mb=temp_mb)
