@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import resource
 import sys
 import time
 
@@ -50,6 +51,13 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 _REMAT = flags.DEFINE_bool("remat", False, "fmt: recompute layer activations.")
 _RNG_IMPL = flags.DEFINE_string("rng_impl", "philox4x32", "fmt: dropout's PRNG "
                                 "(--config.rng_impl; philox4x32 is the fast one on CPU).")
+_PROFILE = flags.DEFINE_bool("profile", False, "fmt peers: after timing, trace the most "
+                              "common shape's steps with jax.profiler and print where the step's "
+                              "time goes, op by op (experiments/bench_profile.py).")
+_HUGE_PAGES = flags.DEFINE_bool("huge_pages", True, "fmt's peers run with glibc's huge "
+                                 "pages, as fmt's scripts do (fmt/huge_pages.py).")
+_TORCH_HUGE_PAGES = flags.DEFINE_bool("torch_huge_pages", False, "The torch peer runs with "
+                                      "them too (not what a torch user gets by default).")
 _PEERS = flags.DEFINE_list("peers", ["fmt", "buckets", "torch"],
                            "What to run: fmt, buckets, pad128, torch.")
 _SWEEP = flags.DEFINE_bool("sweep", False, "Print fmt's and the peer's speed, MFU and peak "
@@ -180,12 +188,41 @@ def run_fmt(mode: str, peak_flops: float) -> dict:
     extra = dict(compilations=compilations, compile_s=compile_s, memory_mb=memory,
                  shapes=sorted({(_rows(indices), length) for indices, length in plan}),
                  final_loss=float(np.asarray(sharding.to_host(metrics)["train_loss"])))
+    if _PROFILE.value:
+        extra["profile"] = _profile(steps, state, feed, encoded, timed)
     device = jax.devices()[0]
     if device.platform != "cpu":
         extra["device_peak_mb"] = device.memory_stats()["peak_bytes_in_use"] / 2 ** 20
     name = {"packed": "fmt", "buckets": "buckets", "random": "pad128"}[mode]
     return _summary(name, seconds, [_examples_of(i) for i, _ in timed], real, computed, flops,
                     peak_flops, **extra)
+
+
+def _profile(steps, state, feed, encoded, timed) -> dict:
+    """bench_profile's breakdown of the timed batches of the most common shape."""
+    import collections
+    import jax
+    import bench_profile
+    shapes = collections.Counter((_rows(indices), length) for indices, length in timed)
+    shape = shapes.most_common(1)[0][0]
+    batches = [feed(encoded, indices, length) for indices, length in timed
+               if (_rows(indices), length) == shape]
+    ops = bench_profile.parse_hlo(steps.train_step.lower(state, batches[0]).compile().as_text())
+    wall, faults = [], []
+
+    def run():
+        nonlocal state
+        start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for batch in batches:
+            state, metrics = steps.train_step(state, batch)
+        jax.block_until_ready((state, metrics))
+        wall.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    seconds = bench_profile.trace_ops(run, len(batches))
+    profile = bench_profile.breakdown(ops, seconds, wall[0] / len(batches))
+    profile.update(shape=list(shape), page_faults_per_step=faults[0] / len(batches))
+    return profile
 
 
 def _rows(indices) -> int:
@@ -262,9 +299,15 @@ def run_torch(peak_flops: float) -> dict:
 # --- driver ------------------------------------------------------------------
 
 def _child(peer: str, peak_flops: float, extra: tuple[str, ...] = ()) -> dict:
-    """Run one peer in a fresh Python process; its JSON is the last stdout line."""
+    """Run one peer in a fresh Python process; its JSON is the last stdout line.
+    fmt's peers run with huge pages, as fmt's scripts do (fmt/huge_pages.py);
+    torch's with them only under --torch_huge_pages."""
+    from fmt import huge_pages
+    torch = peer.endswith("torch")
+    env = huge_pages.environment() if _HUGE_PAGES.value and (
+        not torch or _TORCH_HUGE_PAGES.value) else None
     return bench_sweep.child_process(__file__, peer, sys.argv[1:],
-                                     [f"--peak_flops={peak_flops}", *extra])
+                                     [f"--peak_flops={peak_flops}", *extra], env)
 
 
 def main(argv):
@@ -283,8 +326,10 @@ def main(argv):
         return
     if _END_TO_END.value:
         import bench_end_to_end
+        from fmt import huge_pages
         bench_end_to_end.main(_E2E_TASKS.value, _DATA_DIR.value, _E2E_OVERRIDES.value,
-                              _E2E_WARM.value)
+                              _E2E_WARM.value,
+                              huge_pages.environment() if _TORCH_HUGE_PAGES.value else None)
         return
     peak = matmul_peak({"float32": "float32", "bfloat16": "bfloat16"}[_DTYPE.value])
     print(f"matmul peak ({_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")
@@ -306,6 +351,13 @@ def main(argv):
               f"{r['padding_efficiency']:.2f} | {r['step_ms']:.0f} | {mfu} | "
               f"{r.get('compilations', '-')} | {r.get('compile_s', 0):.1f} | "
               f"{r['peak_mb']:.0f} |")
+    for name, r in results.items():
+        if "profile" in r:
+            import bench_profile
+            rows, length = r["profile"]["shape"]
+            print(f"\n{name}: where a {rows}x{length} step's time goes "
+                  f"({r['profile']['page_faults_per_step']:.0f} page faults per step)\n"
+                  + bench_profile.markdown(r["profile"]) + "\n")
     summary = {"model": _MODEL.value, "batch": _BATCH.value, "seq_len": _SEQ_LEN.value,
                "dtype": _DTYPE.value, "matmul_peak_gflops": peak / 1e9}
     for name, r in results.items():

@@ -25,10 +25,11 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def timed_run(command: list[str], workdir: pathlib.Path) -> dict:
-    """Run `command` to its end; its wall time and what it wrote."""
+def timed_run(command: list[str], workdir: pathlib.Path, env: dict | None = None) -> dict:
+    """Run `command` (in `env`, default this process's) to its end; its wall
+    time and what it wrote."""
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
     if result.returncode or not (workdir / "results.json").exists():
         sys.exit(f"bench: {' '.join(command)} failed:\n{result.stderr[-3000:]}")
@@ -46,8 +47,9 @@ def timed_run(command: list[str], workdir: pathlib.Path) -> dict:
 
 
 def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm: bool,
-             root: pathlib.Path) -> dict:
-    """fmt cold (and warm) and the torch peer on one GLUE task."""
+             root: pathlib.Path, torch_env: dict | None = None) -> dict:
+    """fmt cold (and warm) and the torch peer (in `torch_env`) on one GLUE task.
+    fmt's script sets its own huge pages (fmt/huge_pages.py)."""
     config = [f"--config=experiments/configs/glue.py:{task}", f"--config.data_dir={data_dir}",
               f"--config.num_epochs={epochs}", "--config.progress_bar=false",
               *[f"--config.{o}" for o in overrides]]
@@ -61,7 +63,7 @@ def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm
         print(f"end_to_end: {task} {name}: {rows[name]}", file=sys.stderr, flush=True)
     workdir = root / f"{task}-torch"
     rows["torch"] = timed_run([sys.executable, "experiments/torch_peer.py", *config,
-                               f"--workdir={workdir}"], workdir)
+                               f"--workdir={workdir}"], workdir, torch_env)
     print(f"end_to_end: {task} torch: {rows['torch']}", file=sys.stderr, flush=True)
     summary = {f"{name}_{key}": value for name, row in rows.items() for key, value in row.items()}
     summary.update(task=task, epochs=epochs,
@@ -72,14 +74,15 @@ def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm
     return summary
 
 
-def main(tasks: list[str], data_dir: str, overrides: list[str], warm: bool) -> None:
+def main(tasks: list[str], data_dir: str, overrides: list[str], warm: bool,
+         torch_env: dict | None = None) -> None:
     """`tasks` as NAME:EPOCHS; prints a Markdown table, then one JSON line."""
     summaries = []
     with tempfile.TemporaryDirectory(prefix="fmt-e2e-") as folder:
         for spec in tasks:
             name, _, epochs = spec.partition(":")
             summaries.append(run_task(name, float(epochs or 3), data_dir, overrides, warm,
-                                      pathlib.Path(folder)))
+                                      pathlib.Path(folder), torch_env))
     print("| task | epochs | fmt s (cold cache) | fmt compile s | fmt s (warm cache) | "
           "warm compile s | torch s | speedup | fmt metric | torch metric |\n"
           "|---|---|---|---|---|---|---|---|---|---|")

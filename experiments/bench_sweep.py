@@ -151,13 +151,15 @@ def run(shapes: list[tuple[int, int]], peers: list[str], model: str, child) -> l
     return rows
 
 
-def child_process(script: str, peer: str, args: list[str], extra: list[str]) -> dict:
-    """`script --peer=peer` with the parent's flags (minus peer selection) and `extra`."""
+def child_process(script: str, peer: str, args: list[str], extra: list[str],
+                  env: dict | None = None) -> dict:
+    """`script --peer=peer` with the parent's flags (minus peer selection) and
+    `extra`, in `env` (default: this process's)."""
     replaced = {a.split("=")[0] for a in extra}
     inherited = [a for a in args if not a.startswith(("--peer", "--peers"))
                  and a.split("=")[0] not in replaced]
     result = subprocess.run([sys.executable, script, f"--peer={peer}", *inherited, *extra],
-                            capture_output=True, text=True, cwd=ROOT)
+                            capture_output=True, text=True, cwd=ROOT, env=env)
     if result.returncode:
         sys.exit(f"bench: the {peer} run failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

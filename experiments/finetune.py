@@ -84,4 +84,6 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+    from fmt import huge_pages
+    huge_pages.reexec()  # before JAX loads; fmt/huge_pages.py says why
     app.run(main, flags_parser=parse_flags)

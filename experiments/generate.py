@@ -110,4 +110,6 @@ def run(error) -> int:
 
 
 if __name__ == "__main__":
+    from fmt import huge_pages
+    huge_pages.reexec()  # before JAX loads; fmt/huge_pages.py says why
     app.run(main)

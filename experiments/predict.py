@@ -153,4 +153,6 @@ def check_flags(error) -> None:
 
 
 if __name__ == "__main__":
+    from fmt import huge_pages
+    huge_pages.reexec()  # before JAX loads; fmt/huge_pages.py says why
     app.run(main)

@@ -1,6 +1,14 @@
 """fmt: fine-tune pretrained Transformer language models in JAX/Flax."""
 
 from fmt.errors import UserError
-from fmt.model import Model, from_pretrained
 
 __all__ = ["Model", "UserError", "from_pretrained"]
+
+
+def __getattr__(name):
+    # `Model` and `from_pretrained` load on first use, so that `import fmt.x` of a
+    # light module (fmt.huge_pages, before the scripts re-exec) does not import JAX.
+    if name in ("Model", "from_pretrained"):
+        from fmt import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'fmt' has no attribute {name!r}")
