@@ -5,7 +5,11 @@ at a step's shapes: the ceiling that MFU meets (experiments/results/bench_cpu.md
 
 For each ROWSxLENGTH: the Q/K/V/output projections, the MLP's up and down
 matmuls and the attention scores (as FLOP/s over the peak), and exact GELU
-(elements/s over the peak, for scale). Prints one JSON object.
+(elements/s over the peak, for scale). Then what bounds the optimizer: AdamW's
+update of --params float32 params as in the step (clipping and decay included)
+against the memory bandwidth of a triad (a + s * b), and the least time its 7
+arrays' traffic (read params, gradients and both moments; write three) takes at
+that bandwidth. Prints one JSON object.
 """
 
 import json
@@ -20,18 +24,55 @@ from bench_common import matmul_peak
 _SHAPES = flags.DEFINE_list("shapes", ["6x88", "32x128", "32x17"], "ROWSxLENGTH shapes.")
 _HIDDEN = flags.DEFINE_integer("hidden", 384, "Hidden size (MiniLM: 384).")
 _HEADS = flags.DEFINE_integer("heads", 12, "Attention heads.")
+_PARAMS = flags.DEFINE_integer("params", 22_713_986, "Trained params (MiniLM with a head).")
 
 
-def rate(f, *args, flops: float) -> float:
-    """FLOP/s of jitted `f` on `args` (median of 30 calls after one)."""
-    f = jax.jit(f)
-    f(*args).block_until_ready()
+def seconds(f, *args, donate=()) -> float:
+    """Median seconds of jitted `f` on `args` over 30 calls after one; donated
+    arguments are replaced by the outputs, as a train step's state is."""
+    f = jax.jit(f, donate_argnums=donate)
+    args = list(args)
+
+    def call():
+        out = f(*args)
+        jax.block_until_ready(out)
+        for i, value in zip(donate, out if donate else ()):
+            args[i] = value
+
+    call()
     times = []
     for _ in range(30):
         start = time.perf_counter()
-        f(*args).block_until_ready()
+        call()
         times.append(time.perf_counter() - start)
-    return flops / sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2]
+
+
+def rate(f, *args, flops: float) -> float:
+    """FLOP/s of jitted `f` on `args`."""
+    return flops / seconds(f, *args)
+
+
+def optimizer_bound(params: int) -> dict:
+    """AdamW's update (as fmt.train.optim makes it) against the memory bandwidth."""
+    import optax
+    from fmt.train import optim
+    from fmt.train.config import default_config
+    optimizer, _ = optim.make_optimizer(default_config(), 10 ** 6)
+    key = jax.random.PRNGKey(1)
+    tree = {"kernel": jax.random.normal(key, (params,))}
+    grads = jax.tree.map(lambda p: p * 1e-3, tree)
+
+    def update(p, state, g):
+        updates, state = optimizer.update(g, state, p)
+        return optax.apply_updates(p, updates), state
+
+    adamw = seconds(update, tree, optimizer.init(tree), grads, donate=(0, 1))
+    a, b = jax.random.normal(key, (params,)), grads["kernel"]
+    triad = seconds(lambda a, b: (a + 0.5 * b,), a, b, donate=(0,))
+    bandwidth = 3 * 4 * params / triad  # read two arrays, write one
+    return dict(params=params, adamw_ms=1000 * adamw, triad_gb_per_s=bandwidth / 1e9,
+                adamw_least_ms=1000 * 7 * 4 * params / bandwidth)
 
 
 def main(argv):
@@ -57,6 +98,7 @@ def main(argv):
                                   flops=m * 4 * h),
         }
         out[spec] = {name: round(value / peak, 3) for name, value in shares.items()}
+    out["optimizer"] = optimizer_bound(_PARAMS.value)
     print(json.dumps(out))
 
 

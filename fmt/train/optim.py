@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from fmt.errors import UserError
@@ -67,8 +68,24 @@ def make_optimizer(config, total_steps: int) -> tuple[optax.GradientTransformati
         if wd:
             opt = optax.chain(optax.add_decayed_weights(wd, decay_mask), opt)
     if config.max_grad_norm:
-        opt = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
-    return opt, lr
+        opt = optax.chain(clip_by_global_norm(config.max_grad_norm), opt)
+    return optax.with_extra_args_support(opt), lr
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """Scale the gradient down to global norm `max_norm` where it is above it, as
+    optax's and torch's clipping do, with two differences for speed: the norm is
+    the train step's (`update(..., grad_norm=)`, which it has computed anyway)
+    where given, and each element is multiplied by the scale, which XLA fuses
+    into the moments' update, where optax's division is written out as a pass of
+    its own over every gradient. Its state is optax's (empty)."""
+    def update(updates, state, params=None, *, grad_norm=None, **extra_args):
+        del params, extra_args
+        norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
+        scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+        return jax.tree.map(lambda t: t * scale.astype(t.dtype), updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
 def schedule_count(opt_state):

@@ -87,6 +87,26 @@ def initial_rng(seed: int, impl: str = "threefry2x32") -> jax.Array:
     return jax.random.key_data(jax.random.fold_in(jax.random.key(seed, impl=impl), 1))
 
 
+def _accumulated(summed_loss, params, batch, step_rng, frozen, count: int):
+    """(loss, weight, gradient) of the batch as `count` microbatches: the losses and
+    gradients summed over them, then divided by their summed weight."""
+    def accumulate(carry, micro):
+        index, microbatch = micro
+        (loss, weight), grads = jax.value_and_grad(summed_loss, has_aux=True)(
+            params, microbatch, jax.random.fold_in(step_rng, index), frozen)
+        return jax.tree.map(jnp.add, carry, (loss, weight, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+             jax.tree.map(jnp.zeros_like, params))
+    (loss_sum, weight_sum, grad_sum), _ = jax.lax.scan(
+        accumulate, zeros, (jnp.arange(count), _microbatches(batch, count)))
+    # The weight of the whole global batch (examples, or target tokens over every
+    # microbatch, device and process): the same update however it is split.
+    total_weight = jnp.maximum(weight_sum, 1.0)
+    return (loss_sum / total_weight, weight_sum,
+            jax.tree.map(lambda g: g / total_weight, grad_sum))
+
+
 def make_train_step(module, task, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, l1: float = 0.0, l2: float = 0.0,
                     grad_accum_steps: int = 1, materialize=_whole,
@@ -118,29 +138,26 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
         base = jax.random.wrap_key_data(state["rng"], impl=rng_impl)
         step_rng = jax.random.fold_in(base, state["step"])
 
-        def accumulate(carry, micro):
-            index, microbatch = micro
-            (loss, weight), grads = jax.value_and_grad(summed_loss, has_aux=True)(
-                params, microbatch, jax.random.fold_in(step_rng, index), frozen)
-            return jax.tree.map(jnp.add, carry, (loss, weight, grads)), None
+        if grad_accum_steps == 1:
+            # One microbatch: its weight is known inside the differentiated function,
+            # so the division is the scalar loss's, not a pass over every gradient.
+            def mean_loss(params):
+                loss_sum, weight = summed_loss(params, batch, jax.random.fold_in(step_rng, 0),
+                                               frozen)
+                return loss_sum / jnp.maximum(weight, 1.0), weight
 
-        zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
-                 jax.tree.map(jnp.zeros_like, params))
-        (loss_sum, weight_sum, grad_sum), _ = jax.lax.scan(
-            accumulate, zeros,
-            (jnp.arange(grad_accum_steps), _microbatches(batch, grad_accum_steps)))
-        # The weight of the whole global batch (examples, or target tokens over every
-        # microbatch, device and process): the same update however it is split.
-        total_weight = jnp.maximum(weight_sum, 1.0)
-        loss = loss_sum / total_weight
-        grads = jax.tree.map(lambda g: g / total_weight, grad_sum)
+            (loss, weight_sum), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+        else:
+            loss, weight_sum, grads = _accumulated(summed_loss, params, batch, step_rng,
+                                                   frozen, grad_accum_steps)
         if l1 or l2:
             grads = jax.tree.map(jnp.add, grads, jax.grad(penalty)(params, l1, l2))
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         def update(_):
-            updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+            updates, opt_state = optimizer.update(grads, state["opt_state"], params,
+                                                  grad_norm=grad_norm)
             return optax.apply_updates(params, updates), opt_state
 
         def keep(_):
