@@ -188,14 +188,15 @@ def run_fmt(mode: str, peak_flops: float) -> dict:
     extra = dict(compilations=compilations, compile_s=compile_s, memory_mb=memory,
                  shapes=sorted({(_rows(indices), length) for indices, length in plan}),
                  final_loss=float(np.asarray(sharding.to_host(metrics)["train_loss"])))
-    if _PROFILE.value:
-        extra["profile"] = _profile(steps, state, feed, encoded, timed)
     device = jax.devices()[0]
     if device.platform != "cpu":
         extra["device_peak_mb"] = device.memory_stats()["peak_bytes_in_use"] / 2 ** 20
     name = {"packed": "fmt", "buckets": "buckets", "random": "pad128"}[mode]
-    return _summary(name, seconds, [_examples_of(i) for i, _ in timed], real, computed, flops,
-                    peak_flops, **extra)
+    result = _summary(name, seconds, [_examples_of(i) for i, _ in timed], real, computed, flops,
+                      peak_flops, **extra)
+    if _PROFILE.value:  # after the summary took the peak: profiling compiles and traces
+        result["profile"] = _profile(steps, state, feed, encoded, timed)
+    return result
 
 
 def _profile(steps, state, feed, encoded, timed) -> dict:

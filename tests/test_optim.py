@@ -201,6 +201,32 @@ def test_clipping_leaves_small_grads_and_can_be_off():
     assert float(optax.global_norm(updates)) == pytest.approx(float(optax.global_norm(big)))
 
 
+def test_clipping_matches_optax_and_uses_the_norm_it_is_given():
+    """fmt's clipping (a multiply, for speed) gives optax's clipped AdamW update; given
+    the step's `grad_norm`, it scales by that norm instead of computing its own."""
+    config = _config(optimizer="adamw", max_grad_norm=1e-3, weight_decay=0.01)
+    optimizer, schedule = optim.make_optimizer(config, TOTAL)
+    reference = optax.chain(
+        optax.clip_by_global_norm(1e-3),
+        optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+                    weight_decay=0.01, mask=optim.decay_mask))
+    params = _tiny_tree()
+    state, ref_state = optimizer.init(params), reference.init(params)
+    assert jax.tree.structure(state) == jax.tree.structure(ref_state)  # checkpoints load
+    for seed in range(1, 4):
+        grads = _grads_like(params, seed)
+        updates, state = optimizer.update(grads, state, params)
+        expected, ref_state = reference.update(grads, ref_state, params)
+        for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(expected)):
+            np.testing.assert_allclose(u, e, rtol=1e-5, atol=1e-12)
+        params = optax.apply_updates(params, updates)
+    sgd, _ = optim.make_optimizer(_plain_sgd(1e-3), TOTAL)
+    grads = _grads_like(params, 1)
+    norm = optax.global_norm(grads)
+    halved, _ = sgd.update(grads, sgd.init(params), params, grad_norm=2 * norm)
+    assert float(optax.global_norm(halved)) == pytest.approx(0.5e-3, rel=1e-5)
+
+
 def test_sgd_weight_decay_skips_bias_and_scale():
     config = _plain_sgd(0.0)
     config.weight_decay = 0.5
