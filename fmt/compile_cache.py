@@ -32,7 +32,8 @@ OFF = ("none", "")
 # would miss MiniLM's eval steps (0.3-1 s on CPU). 0 keeps the run's small helper
 # jits too (5-50 ms each, 5 more files for a CoLA run): a warm CoLA run then
 # spends 2.9 s in XLA instead of 3.3 s (cold: 16.8 s), nearly all of it loading
-# the two train steps' executables (~1.2 s each, deserialising on XLA:CPU).
+# the two train steps' executables (0.7-1.2 s each: XLA:CPU's C++ deserialisation;
+# decompressing is 10 ms; experiments/results/bench_cpu.md).
 MIN_COMPILE_SECONDS = 0.0
 # jax events (jax/_src/dispatch.py, compiler.py): a backend compile's duration,
 # which on a hit is the time to load the cached executable, and the cache's
