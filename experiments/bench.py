@@ -299,16 +299,20 @@ def run_torch(peak_flops: float) -> dict:
 
 # --- driver ------------------------------------------------------------------
 
-def _child(peer: str, peak_flops: float, extra: tuple[str, ...] = ()) -> dict:
-    """Run one peer in a fresh Python process; its JSON is the last stdout line.
-    fmt's peers run with huge pages, as fmt's scripts do (fmt/huge_pages.py);
-    torch's with them only under --torch_huge_pages."""
+def _peer_env(torch: bool) -> dict:
+    """A peer's environment: fmt's with huge pages, as fmt's scripts set them
+    (fmt/huge_pages.py), unless --huge_pages=false; torch's only under
+    --torch_huge_pages. Off means off: the tunable is taken out of the
+    environment and fmt's scripts are told not to add it."""
     from fmt import huge_pages
-    torch = peer.endswith("torch")
-    env = huge_pages.environment() if _HUGE_PAGES.value and (
-        not torch or _TORCH_HUGE_PAGES.value) else None
+    return huge_pages.environment(on=_TORCH_HUGE_PAGES.value if torch else _HUGE_PAGES.value)
+
+
+def _child(peer: str, peak_flops: float, extra: tuple[str, ...] = ()) -> dict:
+    """Run one peer in a fresh Python process; its JSON is the last stdout line."""
     return bench_sweep.child_process(__file__, peer, sys.argv[1:],
-                                     [f"--peak_flops={peak_flops}", *extra], env)
+                                     [f"--peak_flops={peak_flops}", *extra],
+                                     _peer_env(peer.endswith("torch")))
 
 
 def main(argv):
@@ -327,10 +331,8 @@ def main(argv):
         return
     if _END_TO_END.value:
         import bench_end_to_end
-        from fmt import huge_pages
         bench_end_to_end.main(_E2E_TASKS.value, _DATA_DIR.value, _E2E_OVERRIDES.value,
-                              _E2E_WARM.value,
-                              huge_pages.environment() if _TORCH_HUGE_PAGES.value else None)
+                              _E2E_WARM.value, _peer_env(torch=False), _peer_env(torch=True))
         return
     peak = matmul_peak({"float32": "float32", "bfloat16": "bfloat16"}[_DTYPE.value])
     print(f"matmul peak ({_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")

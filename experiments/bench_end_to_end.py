@@ -47,9 +47,10 @@ def timed_run(command: list[str], workdir: pathlib.Path, env: dict | None = None
 
 
 def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm: bool,
-             root: pathlib.Path, torch_env: dict | None = None) -> dict:
-    """fmt cold (and warm) and the torch peer (in `torch_env`) on one GLUE task.
-    fmt's script sets its own huge pages (fmt/huge_pages.py)."""
+             root: pathlib.Path, fmt_env: dict | None = None,
+             torch_env: dict | None = None) -> dict:
+    """fmt cold (and warm) in `fmt_env` and the torch peer in `torch_env` on one
+    GLUE task (None: this process's environment)."""
     config = [f"--config=experiments/configs/glue.py:{task}", f"--config.data_dir={data_dir}",
               f"--config.num_epochs={epochs}", "--config.progress_bar=false",
               *[f"--config.{o}" for o in overrides]]
@@ -59,7 +60,7 @@ def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm
     rows = {}
     for name in ("fmt_cold", "fmt_warm") if warm else ("fmt_cold",):
         workdir = root / f"{task}-{name}"
-        rows[name] = timed_run([*fmt, f"--workdir={workdir}"], workdir)
+        rows[name] = timed_run([*fmt, f"--workdir={workdir}"], workdir, fmt_env)
         print(f"end_to_end: {task} {name}: {rows[name]}", file=sys.stderr, flush=True)
     workdir = root / f"{task}-torch"
     rows["torch"] = timed_run([sys.executable, "experiments/torch_peer.py", *config,
@@ -75,14 +76,14 @@ def run_task(task: str, epochs: float, data_dir: str, overrides: list[str], warm
 
 
 def main(tasks: list[str], data_dir: str, overrides: list[str], warm: bool,
-         torch_env: dict | None = None) -> None:
+         fmt_env: dict | None = None, torch_env: dict | None = None) -> None:
     """`tasks` as NAME:EPOCHS; prints a Markdown table, then one JSON line."""
     summaries = []
     with tempfile.TemporaryDirectory(prefix="fmt-e2e-") as folder:
         for spec in tasks:
             name, _, epochs = spec.partition(":")
             summaries.append(run_task(name, float(epochs or 3), data_dir, overrides, warm,
-                                      pathlib.Path(folder), torch_env))
+                                      pathlib.Path(folder), fmt_env, torch_env))
     print("| task | epochs | fmt s (cold cache) | fmt compile s | fmt s (warm cache) | "
           "warm compile s | torch s | speedup | fmt metric | torch metric |\n"
           "|---|---|---|---|---|---|---|---|---|---|")

@@ -63,11 +63,12 @@ def optimizer_bound(params: int) -> dict:
     tree = {"kernel": jax.random.normal(key, (params,))}
     grads = jax.tree.map(lambda p: p * 1e-3, tree)
 
-    def update(p, state, g):
-        updates, state = optimizer.update(g, state, p)
+    def update(p, state, g, norm):  # the norm given, as the train step gives it
+        updates, state = optimizer.update(g, state, p, grad_norm=norm)
         return optax.apply_updates(p, updates), state
 
-    adamw = seconds(update, tree, optimizer.init(tree), grads, donate=(0, 1))
+    adamw = seconds(update, tree, optimizer.init(tree), grads, optax.tree.norm(grads),
+                    donate=(0, 1))
     a, b = jax.random.normal(key, (params,)), grads["kernel"]
     triad = seconds(lambda a, b: (a + 0.5 * b,), a, b, donate=(0,))
     bandwidth = 3 * 4 * params / triad  # read two arrays, write one

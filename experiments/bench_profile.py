@@ -4,8 +4,9 @@ read against the step's optimized HLO (bench.py --profile).
 Every thunk XLA:CPU runs is one trace event naming its HLO instruction. Each
 instruction's `op_name` metadata says which JAX primitive it came from and in
 which phase: `transpose(jvp(...))` is the backward pass, `jvp(...)` the
-forward, and the rest (the optimizer update under the step's `cond`, the
-gradient norm, the RNG) is `update`. A fusion is named after its root
+forward, what runs under the step's `cond` (the optimizer update) is
+`update`, and the rest (the gradient norm, the RNG, copies without metadata) is
+`other`. A fusion is named after its root
 primitive, and marked `dot` when it holds a matmul. Containers (conditionals,
 loops, calls) are not counted: their bodies' thunks are.
 """
@@ -28,7 +29,9 @@ def _phase(op_name: str) -> str:
         return "backward"
     if "jvp(" in op_name:
         return "forward"
-    return "update"
+    if "cond" in op_name or "branch" in op_name:
+        return "update"
+    return "other"
 
 
 def _primitive(op_name: str) -> str:
@@ -56,9 +59,11 @@ def parse_hlo(text: str) -> dict[str, dict]:
         if callee:
             calls[name] = callee.group(1)
         ops[name] = dict(opcode=opcode, shape=shape, phase=_phase(op_name),
-                         primitive=_primitive(op_name), computation=computation)
+                         primitive=_primitive(op_name), computation=computation,
+                         dot="dot_general" in op_name)
     for name, op in ops.items():
-        op["dot"] = op["opcode"] in ("dot", "convolution") or calls.get(name) in dots
+        op["dot"] = (op["dot"] or op["opcode"] in ("dot", "convolution")
+                     or calls.get(name) in dots)
     return ops
 
 

@@ -12,3 +12,7 @@ def __getattr__(name):
         from fmt import model
         return getattr(model, name)
     raise AttributeError(f"module 'fmt' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

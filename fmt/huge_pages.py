@@ -19,6 +19,11 @@ import os
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb=1"
+_NAME = TUNABLE.split("=")[0]
+# Set in the re-executed process, so that it never execs again: glibc ignores
+# GLIBC_TUNABLES in secure-execution (setuid) processes, where the tunable would
+# look missing at every start.
+_DONE = "FMT_HUGE_PAGES_REEXECED"
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -36,12 +41,21 @@ def supported() -> bool:
         return False
 
 
-def environment(env=None) -> dict:
+def environment(env=None, on: bool = True) -> dict:
     """`env` (default os.environ) with the tunable added to GLIBC_TUNABLES,
-    unless FMT_HUGE_PAGES=0, the tunable is there already, or it cannot help."""
+    unless FMT_HUGE_PAGES=0, the tunable is there already, or it cannot help.
+    With `on` False, the opposite: the tunable taken out and FMT_HUGE_PAGES=0
+    set, so that neither this environment nor fmt's scripts use huge pages."""
     env = dict(os.environ if env is None else env)
     tunables = env.get("GLIBC_TUNABLES", "")
-    if env.get("FMT_HUGE_PAGES") == "0" or "glibc.malloc.hugetlb" in tunables or not supported():
+    if not on:
+        kept = [t for t in tunables.split(":") if t and t.split("=")[0] != _NAME]
+        env.pop("GLIBC_TUNABLES", None)
+        if kept:
+            env["GLIBC_TUNABLES"] = ":".join(kept)
+        env["FMT_HUGE_PAGES"] = "0"
+        return env
+    if env.get("FMT_HUGE_PAGES") == "0" or _NAME in tunables or not supported():
         return env
     env["GLIBC_TUNABLES"] = f"{tunables}:{TUNABLE}" if tunables else TUNABLE
     return env
@@ -49,9 +63,15 @@ def environment(env=None) -> dict:
 
 def reexec() -> None:
     """Start this same command again with the tunable set (does not return),
-    or return at once if it is set already or does not apply."""
+    or return at once if it is set already, does not apply, this process was
+    re-executed already, or the command cannot be started again (an
+    interactive session, a notebook, a program read from stdin)."""
+    if (os.environ.get(_DONE) or len(sys.orig_argv) < 2 or sys.orig_argv[1] == "-"
+            or hasattr(sys, "ps1") or sys.flags.interactive or "IPython" in sys.modules):
+        return
     env = environment()
     if env != dict(os.environ):
+        env[_DONE] = "1"
         sys.stdout.flush()
         sys.stderr.flush()
         try:

@@ -126,7 +126,13 @@ def make_train_step(module, task, optimizer: optax.GradientTransformation,
     and the state's `frozen` part (LoRA: fmt.train.trainable); by default the
     trained params are all of them. `rng_impl` reads the state's `rng` (made by
     `initial_rng` with the same implementation).
+
+    The optimizer's update is given the step's gradient norm (`grad_norm=`) for
+    `optim.clip_by_global_norm`; an optimizer that takes no extra arguments is
+    wrapped to ignore it.
     """
+    optimizer = optax.with_extra_args_support(optimizer)
+
     def summed_loss(params, batch, rng, frozen):
         outputs = module.apply({"params": materialize(params, frozen)},
                                **task.model_inputs(batch),
