@@ -11,6 +11,7 @@ rewritten as runs finish.
 
 import dataclasses
 import itertools
+import json
 import os
 import pathlib
 import shutil
@@ -184,9 +185,11 @@ class Sweep:
 
     def run(self) -> list[Run]:
         self.folder.mkdir(parents=True, exist_ok=True)
+        timed = self._previous_seconds()
         for run in self.runs:
             if (self.folder / run.workdir / "results.json").is_file():
                 run.status = "done"
+                run.seconds = timed.get(run.workdir, 0.0)  # kept from the sweep that ran it
         skipped = sum(r.status == "done" for r in self.runs)
         self._say(f"{len(self.runs)} runs, {skipped} already finished (skipped); "
                   f"{len(self.shares)} at a time")
@@ -199,6 +202,15 @@ class Sweep:
                 signal.signal(s, handler)
             self._write()
         return self.runs
+
+    def _previous_seconds(self) -> dict[str, float]:
+        """Each finished run's time from an earlier sweep.json in this folder, if any."""
+        try:
+            described = json.loads((self.folder / "sweep.json").read_text())
+            return {r["workdir"]: float(r["seconds"]) for r in described["runs"]
+                    if r.get("status") == "done"}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # none yet, or unreadable: the times are only a record
 
     def _stop(self, signum, frame):
         self.stopping = signal.Signals(signum)

@@ -89,6 +89,10 @@ def test_grid_runs_every_combination_and_skips_finished(tmp_path, stand_in):
     # The same command again: nothing is rerun.
     again = sweep(*args, starts=log, check=0)
     assert len(starts(log)) == 8 and "8 already finished" in again.stdout
+    # ...and sweep.json keeps the times of the runs that the first sweep made.
+    kept = json.loads((out / "sweep.json").read_text())["runs"]
+    assert [r["seconds"] for r in kept] == [r["seconds"] for r in described["runs"]]
+    assert all(r["seconds"] > 0 for r in kept)
     best = runs.select(runs.collect(out))["rte"]
     assert best.setting == {"learning_rate": "1e-4", "batch_size": "16"}
 
