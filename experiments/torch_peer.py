@@ -27,9 +27,10 @@ from fmt import hf
 from fmt.data import datasets
 from fmt.data.features import Features
 from fmt.tasks.classification import Classification
+from fmt.train.loop import log_interval
 from fmt.train.optim import warmup_steps
 from fmt.train.workdir import save_config
-from fmt.train.writers import write_json_atomic
+from fmt.train.writers import MetricWriter, write_json_atomic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json goes.")
@@ -105,28 +106,46 @@ def evaluate(model, task, features: Features, batch_size: int, outputs_of) -> di
     return task.evaluate(outputs, features)[0]
 
 
-def fit(model, config, count: int, batch_of) -> tuple[int, float]:
+def fit(model, config, count: int, batch_of, workdir=None) -> tuple[int, float]:
     """The `transformers` fine-tuning loop over `count` examples: AdamW, the
     schedule, clipping, a seeded shuffle each epoch; `batch_of(indices)` gives
-    (model inputs, labels). Returns the steps taken and the seconds they took."""
+    (model inputs, labels). Returns the steps taken and the seconds they took.
+
+    Every `log_every_steps` (lowered for short runs, as fmt's loop does) it
+    writes `workdir/metrics.jsonl` lines as fmt's loop does: train_loss and
+    learning_rate as the window's means, epoch and examples_per_s. So
+    `table.py --plots` draws both sides' learning curves."""
     from transformers import get_scheduler
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(count / config.batch_size)
     total = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     scheduler = get_scheduler(config.lr_decay, optimizer, warmup_steps(config, total), total)
     generator = torch.Generator().manual_seed(config.seed)
+    log_every = log_interval(config.log_every_steps, total)  # fmt's cadence
+    writer = MetricWriter(workdir, enabled=workdir is not None)
     model.train()
     step, start = 0, time.perf_counter()
+    losses, rates, window_start, examples = [], [], start, 0
     while step < total:
         for indices in torch.randperm(count, generator=generator).split(config.batch_size):
             if step == total:
                 break
+            rates.append(scheduler.get_last_lr()[0])  # the rate this update uses
             batch, labels = batch_of(indices.numpy())
             loss = train_step(model, optimizer, scheduler, batch, labels, config.max_grad_norm)
+            losses.append(loss.item())
+            examples += len(indices)
             step += 1
-            if step % config.log_every_steps == 0:
-                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, loss.item(),
-                             step / (time.perf_counter() - start))
+            if step % log_every == 0 or step == total:
+                now = time.perf_counter()
+                writer.write(step, dict(train_loss=sum(losses) / len(losses),
+                                        learning_rate=sum(rates) / len(rates),
+                                        epoch=step / steps_per_epoch,
+                                        examples_per_s=examples / (now - window_start)))
+                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total,
+                             sum(losses) / len(losses), step / (now - start))
+                losses, rates, window_start, examples = [], [], now, 0
+    writer.close()
     return step, time.perf_counter() - start
 
 
@@ -157,7 +176,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         labels = torch.from_numpy(train.examples["labels"][indices])
         return padded(train, indices), labels.float() if task.regression else labels.long()
 
-    step, seconds = fit(model, config, len(train), batch_of)
+    step, seconds = fit(model, config, len(train), batch_of, workdir)
     return report(model, task, evals, config, workdir, step, seconds,
                   lambda logits: {"logits": logits})
 

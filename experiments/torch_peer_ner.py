@@ -32,7 +32,7 @@ def run(config, workdir: pathlib.Path) -> dict:
         batch = torch_peer.padded(train, indices)
         return batch, batch.pop("labels")
 
-    step, seconds = torch_peer.fit(model, config, len(train), batch_of)
+    step, seconds = torch_peer.fit(model, config, len(train), batch_of, workdir)
     return torch_peer.report(model, task, evals, config, workdir, step, seconds,
                              lambda logits: {"predictions": logits.argmax(-1)})
 

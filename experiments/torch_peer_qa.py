@@ -34,7 +34,7 @@ def run(config, workdir: pathlib.Path) -> dict:
                    for k in ("start_positions", "end_positions")}
         return torch_peer.padded(train, indices), targets
 
-    step, seconds = torch_peer.fit(model, config, len(train), batch_of)
+    step, seconds = torch_peer.fit(model, config, len(train), batch_of, workdir)
     results = torch_peer.report(model, task, evals, config, workdir, step, seconds,
                                 lambda logits: {"start_logits": logits[..., 0],
                                                 "end_logits": logits[..., 1]})
