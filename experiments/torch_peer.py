@@ -137,13 +137,13 @@ def fit(model, config, count: int, batch_of, workdir=None) -> tuple[int, float]:
             examples += len(indices)
             step += 1
             if step % log_every == 0 or step == total:
-                now = time.perf_counter()
-                writer.write(step, dict(train_loss=sum(losses) / len(losses),
+                now, train_loss = time.perf_counter(), sum(losses) / len(losses)
+                writer.write(step, dict(train_loss=train_loss,
                                         learning_rate=sum(rates) / len(rates),
                                         epoch=step / steps_per_epoch,
                                         examples_per_s=examples / (now - window_start)))
-                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total,
-                             sum(losses) / len(losses), step / (now - start))
+                logging.info("step %d/%d loss %.4f (%.1f steps/s)", step, total, train_loss,
+                             step / (now - start))
                 losses, rates, window_start, examples = [], [], now, 0
     writer.close()
     return step, time.perf_counter() - start
